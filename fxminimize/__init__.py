@@ -1,0 +1,9 @@
+"""fxminimize: rewrite masked (pruned) PyTorch models into genuinely smaller dense models
+computing the same function, exactly up to floating-point rounding."""
+from .errors import MinimizationError
+from .api import MinimizeResult, load, minimize
+from .analysis import Plan, analyze
+from .report import Report
+
+__all__ = ["minimize", "load", "MinimizeResult", "MinimizationError", "Plan", "Report", "analyze"]
+__version__ = "0.1.0"

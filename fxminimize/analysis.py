@@ -1,0 +1,350 @@
+"""Channel analysis: from a canonical FX graph to an immutable removal :class:`Plan`.
+
+Model
+-----
+A *channel space* is one dimension of one FX value (a tensor produced by a node) that some op
+rule declares to be a channel dimension: the output rows of a Linear, dim 1 of a conv, and
+whatever elementwise ops, adds, concats, reshapes and permutes propagate them to. Each space
+of size C contributes C *elements* (channel indices) to one global numbering.
+
+Op rules add *coupling edges* between elements (``couple``). The networkx graph
+``space_graph`` has one node per space and one edge per coupled pair of spaces; its connected
+components are the *channel groups* reported to the user. At element level the same edges,
+vectorised, are handed to ``scipy.sparse.csgraph.connected_components``: each component is a
+*unit*, the set of channel indices that are removed together or not at all. Index maps
+(offsets, block maps) are computed once per edge, when the edge is added.
+
+Two facts per element:
+
+* value (forward, one topological pass): CONST(v) — input-independent and uniform over every
+  other dimension, ZERO being CONST(0) — or LIVE. Values do not change when channels are
+  removed (the rewrite preserves the function), so one pass suffices.
+* use (backward): an element is *required* when a kept consumer cannot compute its kept outputs
+  without it: it reads it with a nonzero weight and cannot absorb it as a constant, or it is a
+  model output, or it is read by a barrier.
+
+A unit is kept iff it contains a required element; keeping a unit keeps all its elements,
+which may require more inputs (a residual stream channel kept for one reader is computed in
+every writer). ``require`` is monotone, so iterating "kept units → required inputs" reaches
+the least fixpoint in a few passes over the graph.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Optional
+
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+import torch
+import torch.fx as fx
+
+from . import rules
+from .ir import describe, fake, is_tensor, module_path, shape, static_int, tensor_inputs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BarrierInfo:
+    node: str
+    op: str
+    module: str
+    reason: str
+    channels_kept: int
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A connected component of the space graph."""
+
+    index: int
+    spaces: tuple[str, ...]
+    units: int
+    units_removed: int
+    elements: int
+    elements_removed: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The immutable result of the analysis. Passes only read it.
+
+    For every tracked node name: ``axis`` (the channel dimension), ``size`` (channels before),
+    ``keep`` (sorted int64 indices of the channels kept), ``const_mask``/``const_val`` (the value
+    lattice per channel) and ``native`` (False for *source* spaces, whose removal needs a gather).
+    ``kind`` maps every call_function node to its rule's kind.
+    """
+
+    axis: Mapping[str, int]
+    size: Mapping[str, int]
+    keep: Mapping[str, np.ndarray]
+    const_mask: Mapping[str, np.ndarray]
+    const_val: Mapping[str, np.ndarray]
+    native: Mapping[str, bool]
+    kind: Mapping[str, str]
+    barriers: tuple[BarrierInfo, ...]
+    groups: tuple[GroupInfo, ...]
+    space_graph: nx.Graph
+    unit_of: Mapping[str, np.ndarray]
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def tracked(self, name: str) -> bool:
+        return name in self.axis
+
+    def kept(self, node) -> Optional[np.ndarray]:
+        """Kept channel indices of a node, or None when it is untracked."""
+        return self.keep.get(getattr(node, "name", node))
+
+    def shrinks(self, node) -> bool:
+        """True when the node loses at least one channel."""
+        name = getattr(node, "name", node)
+        return name in self.keep and len(self.keep[name]) < self.size[name]
+
+    def removed(self, node) -> np.ndarray:
+        name = getattr(node, "name", node)
+        mask = np.ones(self.size[name], dtype=bool)
+        mask[self.keep[name]] = False
+        return np.nonzero(mask)[0]
+
+    @property
+    def anything_removed(self) -> bool:
+        return any(len(self.keep[k]) < self.size[k] for k in self.keep)
+
+
+def _frozen(arr: np.ndarray) -> np.ndarray:
+    arr.setflags(write=False)
+    return arr
+
+
+class ChannelAnalysis:
+    """Builds the channel graph of a canonical GraphModule and computes a :class:`Plan`."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
+        self.nodes: list[fx.Node] = list(gm.graph.nodes)
+        self.consts: dict[fx.Node, torch.Tensor] = {}
+        for n in self.nodes:
+            if n.op == "get_attr":
+                obj = gm
+                for part in str(n.target).split("."):
+                    obj = getattr(obj, part)
+                if isinstance(obj, torch.Tensor):
+                    self.consts[n] = obj
+        self.ax: dict[fx.Node, int] = {}
+        self.native: dict[fx.Node, bool] = {}
+        self.off: dict[fx.Node, int] = {}
+        self.size: dict[fx.Node, int] = {}
+        self.cache: dict = {}
+        self._barriers: dict[fx.Node, str] = {}
+        self._barrier_hint: dict[fx.Node, str] = {}
+        self._ea: list[np.ndarray] = []
+        self._eb: list[np.ndarray] = []
+        self.space_graph = nx.Graph()
+        self.total = 0
+
+    # ----------------------------------------------------------------- helpers for rules
+    def rule(self, n: fx.Node) -> rules.Rule:
+        if n.op == "call_function":
+            return rules.lookup(n.target)
+        if n.op == "output":
+            return _OUTPUT
+        if n.op == "call_module":
+            return rules.BARRIER
+        return rules.IGNORE
+
+    def tensor(self, n) -> Optional[torch.Tensor]:
+        """The constant tensor behind a get_attr node (None otherwise)."""
+        return self.consts.get(n) if isinstance(n, fx.Node) else None
+
+    def axis_of(self, n) -> Optional[int]:
+        return self.ax.get(n) if isinstance(n, fx.Node) else None
+
+    def sl(self, n: fx.Node) -> slice:
+        o = self.off[n]
+        return slice(o, o + self.size[n])
+
+    def const_of(self, n: fx.Node) -> tuple[np.ndarray, np.ndarray]:
+        s = self.sl(n)
+        return self.const[s], self.cval[s]
+
+    def set_value(self, n: fx.Node, mask: np.ndarray, val: np.ndarray) -> None:
+        s = self.sl(n)
+        mask = np.asarray(mask, dtype=bool)
+        val = np.where(mask, np.asarray(val, dtype=np.float64), 0.0)
+        bad = mask & ~np.isfinite(val)
+        mask = mask & ~bad
+        self.const[s] = mask
+        self.cval[s] = np.where(mask, val, 0.0)
+
+    def couple(self, x: fx.Node, y: fx.Node, ix: np.ndarray, iy: np.ndarray, kind: str) -> None:
+        """Couple element ``ix[k]`` of ``x`` with element ``iy[k]`` of ``y`` for all k."""
+        if x not in self.off or y not in self.off or len(ix) == 0:
+            return
+        self._ea.append(self.off[x] + np.asarray(ix, dtype=np.int64))
+        self._eb.append(self.off[y] + np.asarray(iy, dtype=np.int64))
+        self.space_graph.add_edge(x.name, y.name, kind=kind)
+
+    def couple_identity(self, x: fx.Node, y: fx.Node, kind: str = "elementwise") -> None:
+        if x in self.off and y in self.off:
+            if self.size[x] != self.size[y]:
+                raise AssertionError(f"identity coupling of unequal spaces {x} {y}")
+            idx = np.arange(self.size[x])
+            self.couple(x, y, idx, idx, kind)
+
+    def need(self, x, mask: Optional[np.ndarray], by: fx.Node) -> None:
+        """Mark elements of ``x`` required (all of them when ``mask`` is None)."""
+        if not isinstance(x, fx.Node) or x not in self.off:
+            return
+        s = self.sl(x)
+        if mask is None:
+            self.req[s] = True
+        else:
+            self.req[s] |= mask
+
+    def mark_barrier(self, n: fx.Node, reason: str) -> None:
+        self._barriers.setdefault(n, reason)
+
+    def hint_barrier(self, n: fx.Node, reason: str) -> None:
+        """A rule that declines records why (used when it then acts as a barrier)."""
+        self._barrier_hint.setdefault(n, reason)
+
+    def barrier_reason(self, n: fx.Node) -> Optional[str]:
+        return self._barrier_hint.get(n)
+
+    # ----------------------------------------------------------------- phases
+    def run(self) -> Plan:
+        t0 = time.perf_counter()
+        self._axes()
+        self._allocate()
+        for n in self.nodes:
+            if n in self.off and self.native.get(n):
+                self.rule(n).couple(self, n)
+        for n in self.nodes:
+            if n in self.off and self.native.get(n):
+                self.rule(n).value(self, n)
+        self._units()
+        self._require()
+        plan = self._plan()
+        object.__setattr__(plan, "timings", MappingProxyType({"analysis": time.perf_counter() - t0}))
+        return plan
+
+    def _axes(self) -> None:
+        for n in self.nodes:
+            if n.op == "call_function" and is_tensor(n):
+                ax = self.rule(n).axis(self, n)
+                if ax is not None:
+                    self.ax[n] = ax % len(shape(n)) if len(shape(n)) else ax
+                    self.native[n] = True
+            if n not in self.ax and is_tensor(n) and n.op != "get_attr":
+                declared = set()
+                for u in n.users:
+                    if u.op == "call_function":
+                        d = self.rule(u).declare(self, u, n)
+                        if d is not None:
+                            declared.add(d % len(shape(n)))
+                if len(declared) == 1:
+                    self.ax[n] = declared.pop()
+                    self.native[n] = False
+
+    def _allocate(self) -> None:
+        off = 0
+        for n in self.nodes:
+            if n in self.ax:
+                c = static_int(shape(n)[self.ax[n]])
+                if c is None:
+                    del self.ax[n]
+                    self.native.pop(n, None)
+                    continue
+                self.off[n] = off
+                self.size[n] = c
+                self.space_graph.add_node(n.name, size=c)
+                off += c
+        self.total = off
+        self.const = np.zeros(off, dtype=bool)
+        self.cval = np.zeros(off, dtype=np.float64)
+        self.req = np.zeros(off, dtype=bool)
+
+    def _units(self) -> None:
+        if self._ea:
+            a = np.concatenate(self._ea)
+            b = np.concatenate(self._eb)
+        else:
+            a = b = np.zeros(0, dtype=np.int64)
+        m = sp.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(self.total, self.total))
+        self.nunits, self.unit = connected_components(m, directed=False)
+
+    def _require(self) -> None:
+        order = list(reversed(self.nodes))
+        rounds = 0
+        while True:
+            rounds += 1
+            unit_kept = np.zeros(self.nunits, dtype=bool)
+            unit_kept[self.unit[self.req]] = True
+            kept = unit_kept[self.unit]
+            before = int(self.req.sum())
+            for n in order:
+                r = self.rule(n)
+                k = kept[self.sl(n)] if (n in self.off and self.native.get(n)) else None
+                if n.op == "call_function" and n in self.off and not self.native.get(n):
+                    # a source space: its producer computes it whole
+                    r.require(self, n, None)
+                elif n.op in ("call_function", "output", "call_module"):
+                    r.require(self, n, k)
+            if int(self.req.sum()) == before:
+                break
+        self.kept_units = unit_kept
+        self.kept_el = kept
+        log.debug("use analysis converged in %d rounds", rounds)
+
+    def _plan(self) -> Plan:
+        keep, axis, size, cm, cv, native, unit_of = {}, {}, {}, {}, {}, {}, {}
+        for n in self.off:
+            s = self.sl(n)
+            keep[n.name] = _frozen(np.nonzero(self.kept_el[s])[0].astype(np.int64))
+            axis[n.name] = self.ax[n]
+            size[n.name] = self.size[n]
+            cm[n.name] = _frozen(self.const[s].copy())
+            cv[n.name] = _frozen(self.cval[s].copy())
+            native[n.name] = bool(self.native.get(n))
+            unit_of[n.name] = _frozen(self.unit[s].copy())
+        kind = {n.name: self.rule(n).kind for n in self.nodes if n.op == "call_function"}
+        barriers = []
+        for n, reason in self._barriers.items():
+            kept = sum(self.size[x] for x in tensor_inputs(n) if x in self.size)
+            barriers.append(BarrierInfo(n.name, getattr(n.target, "__name__", str(n.target)),
+                                        module_path(n), reason, kept))
+        groups = []
+        by_name = {n.name: n for n in self.off}
+        for i, comp in enumerate(sorted(nx.connected_components(self.space_graph),
+                                        key=lambda c: min(self.off[by_name[x]] for x in c))):
+            els = np.concatenate([np.arange(self.off[by_name[x]], self.off[by_name[x]] + self.size[by_name[x]])
+                                  for x in comp])
+            units = np.unique(self.unit[els])
+            groups.append(GroupInfo(i, tuple(sorted(comp)), len(units),
+                                    int((~self.kept_units[units]).sum()), len(els),
+                                    int((~self.kept_el[els]).sum())))
+        return Plan(MappingProxyType(axis), MappingProxyType(size), MappingProxyType(keep),
+                    MappingProxyType(cm), MappingProxyType(cv), MappingProxyType(native),
+                    MappingProxyType(kind), tuple(barriers), tuple(groups), self.space_graph.copy(),
+                    MappingProxyType(unit_of))
+
+
+class _OutputRule(rules.Rule):
+    kind = "output"
+
+    def require(self, a, n, kept):
+        for x in tensor_inputs(n):
+            a.need(x, None, n)
+
+
+_OUTPUT = _OutputRule()
+
+
+def analyze(gm: fx.GraphModule) -> Plan:
+    """Run the channel analysis on a canonical GraphModule."""
+    return ChannelAnalysis(gm).run()

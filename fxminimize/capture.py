@@ -1,0 +1,102 @@
+"""Capture: any supported model form → a canonical GraphModule (see :mod:`fxminimize.ir`).
+
+* ``nn.Module`` (including a ``torch.fx.GraphModule`` from ``symbolic_trace``):
+  ``torch.export.export(model, args, strict=False)`` with the batch dim (dim 0 of every tensor
+  input) marked ``Dim.AUTO``, so the captured graph keeps it symbolic unless the model itself
+  specializes it, in which case a warning says the result only accepts the example batch size.
+* ``torch.export.ExportedProgram``: used as is.
+
+The canonical module is ``ep.module()`` with the export guard call removed: weights are
+``get_attr`` nodes, ops are aten overloads, and the pytree codegen keeps the caller's
+argument and output structure (tuples, dicts, Hugging Face output objects).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from torch.export import Dim
+from torch.utils import _pytree as pytree
+
+from .errors import MinimizationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Captured:
+    gm: fx.GraphModule
+    dynamic_batch: bool
+    dynamic_shapes: object
+
+
+def batch_dynamic_shapes(example_inputs: tuple):
+    """dynamic_shapes spec marking dim 0 of every tensor input Dim.AUTO."""
+    return tuple(pytree.tree_map(lambda t: {0: Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() > 0 else None,
+                                 x) for x in example_inputs)
+
+
+def _user_frame(exc: BaseException) -> str:
+    """The innermost source line outside torch that the failure came from, if any."""
+    torch_dir = os.path.dirname(torch.__file__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(torch_dir)
+              and "fxminimize" not in f.filename]
+    text = str(exc)
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("File \"") and torch_dir not in s:
+            return s
+    if frames:
+        f = frames[-1]
+        return f'File "{f.filename}", line {f.lineno}, in {f.name}: {f.line}'
+    return ""
+
+
+def capture(model, example_inputs: tuple, dynamic_batch: bool = True) -> Captured:
+    """Capture ``model`` called on ``example_inputs`` as a canonical GraphModule."""
+    if isinstance(model, torch.export.ExportedProgram):
+        ep = model
+        shapes = None
+    else:
+        if not isinstance(model, nn.Module):
+            raise MinimizationError(f"expected an nn.Module or ExportedProgram, got {type(model).__name__}")
+        shapes = batch_dynamic_shapes(example_inputs) if dynamic_batch else None
+        try:
+            ep = torch.export.export(model, example_inputs, dynamic_shapes=shapes, strict=False)
+        except Exception as exc:  # noqa: BLE001 - every capture failure becomes one clear error
+            where = _user_frame(exc)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MinimizationError(
+                f"could not capture the model with torch.export ({type(exc).__name__}: {first})"
+                + (f"\n  at {where}" if where else "")) from exc
+    gm = ep.module()
+    for n in list(gm.graph.nodes):
+        if n.op == "call_module" and str(n.target) == "_guards_fn":
+            gm.graph.erase_node(n)
+    if hasattr(gm, "_guards_fn"):
+        delattr(gm, "_guards_fn")
+    gm.recompile()
+    dyn = _batch_is_dynamic(gm)
+    if dynamic_batch and not dyn and shapes is not None and _has_batched_input(example_inputs):
+        warnings.warn("the model specializes its batch size during capture; the minimized model "
+                      "accepts only the example batch size", stacklevel=3)
+    return Captured(gm, dyn, shapes)
+
+
+def _has_batched_input(example_inputs) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.dim() > 0 for t in pytree.tree_leaves(example_inputs))
+
+
+def _batch_is_dynamic(gm: fx.GraphModule) -> bool:
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            val = n.meta.get("val")
+            if isinstance(val, torch.Tensor) and val.dim() > 0 and isinstance(val.shape[0], torch.SymInt):
+                return True
+    return False

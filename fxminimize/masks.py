@@ -1,0 +1,68 @@
+"""Masks: exact zeros, ``torch.nn.utils.prune`` reparametrisations, or an explicit dict.
+
+All three end as plain weights with exact zeros in a *copy* of the user's model; the user's
+model is never touched. A dict maps parameter names (as in ``model.named_parameters()``) to
+boolean tensors of the parameter's shape: True keeps an entry, False zeroes it.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Mapping, Optional
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import prune
+
+from .errors import MinimizationError
+
+
+def check_model(model: nn.Module) -> None:
+    """Reject models fxminimize cannot treat exactly (nothing is modified)."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise MinimizationError(f"parameter or buffer '{name}' contains NaN or Inf; "
+                                    "minimization would not be exact")
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+            raise MinimizationError(f"BatchNorm '{name or type(m).__name__}' is in training mode: its output "
+                                    "depends on the batch; call model.eval() first")
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+            raise MinimizationError(f"Dropout '{name}' is in training mode and therefore random; "
+                                    "call model.eval() first")
+
+
+def masked_copy(model: nn.Module, masks: Optional[Mapping[str, torch.Tensor]]) -> nn.Module:
+    """A deep copy of ``model`` with prune reparametrisations baked in and ``masks`` applied."""
+    work = copy.deepcopy(model)
+    for m in work.modules():
+        for hook in list(m._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(m, hook._tensor_name)
+    if masks:
+        params = dict(work.named_parameters())
+        for name, mask in masks.items():
+            if name not in params:
+                raise MinimizationError(f"mask '{name}' names no parameter of the model "
+                                        f"(parameters: {', '.join(list(params)[:8])}{', ...' if len(params) > 8 else ''})")
+            mask = torch.as_tensor(mask)
+            if tuple(mask.shape) != tuple(params[name].shape):
+                raise MinimizationError(f"mask '{name}' has shape {tuple(mask.shape)}, "
+                                        f"parameter has shape {tuple(params[name].shape)}")
+            if mask.dtype != torch.bool:
+                if not bool(((mask == 0) | (mask == 1)).all()):
+                    raise MinimizationError(f"mask '{name}' must be boolean (or 0/1)")
+                mask = mask.bool()
+            with torch.no_grad():
+                params[name].mul_(mask.to(params[name].dtype))
+    return work
+
+
+def count_stored(module: nn.Module) -> int:
+    """Number of stored parameter and buffer elements (zeros included)."""
+    seen = set()
+    total = 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel()
+    return total

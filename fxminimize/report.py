@@ -1,0 +1,70 @@
+"""The minimization report: what was removed, what was kept and why."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .analysis import BarrierInfo, GroupInfo, Plan
+
+
+@dataclass
+class Report:
+    """Summary of one ``minimize()`` call.
+
+    ``params_before``/``params_after`` count stored parameter and buffer elements (zeros
+    included) of the user's model and of the minimized model. ``groups`` are the channel groups
+    (connected components of the channel graph) with their kept/removed units; ``barriers`` the
+    ops without a rule (or whose rule declined), with the reason; ``removed`` maps every node
+    that lost channels to ``(channels before, channels after)``.
+    """
+
+    params_before: int
+    params_after: int
+    groups: tuple[GroupInfo, ...]
+    barriers: tuple[BarrierInfo, ...]
+    removed: dict[str, tuple[int, int]]
+    max_abs_error: float = 0.0
+    verified_checks: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    plan: Optional[Plan] = field(default=None, repr=False)
+
+    @property
+    def ratio(self) -> float:
+        return self.params_before / max(1, self.params_after)
+
+    @property
+    def groups_removed(self) -> int:
+        """Groups that lost at least one unit."""
+        return sum(1 for g in self.groups if g.units_removed)
+
+    @property
+    def groups_kept(self) -> int:
+        return sum(1 for g in self.groups if not g.units_removed)
+
+    def to_dict(self) -> dict:
+        return {
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "ratio": self.ratio,
+            "groups": [g.__dict__ for g in self.groups],
+            "barriers": [b.__dict__ for b in self.barriers],
+            "removed": {k: list(v) for k, v in self.removed.items()},
+            "max_abs_error": self.max_abs_error,
+            "timings": dict(self.timings),
+            "notes": list(self.notes),
+        }
+
+    def __str__(self) -> str:
+        lines = [f"params: {self.params_before:,} -> {self.params_after:,} ({self.ratio:.2f}x smaller)",
+                 f"channel groups: {len(self.groups)} ({self.groups_removed} shrunk, {self.groups_kept} unchanged)",
+                 f"verified: max abs error {self.max_abs_error:.3g} over {self.verified_checks} output checks"]
+        for name, (a, b) in list(self.removed.items())[:20]:
+            lines.append(f"  {name}: {a} -> {b} channels")
+        if len(self.removed) > 20:
+            lines.append(f"  ... {len(self.removed) - 20} more")
+        for bi in self.barriers:
+            lines.append(f"barrier {bi.node} ({bi.op}{' in ' + bi.module if bi.module else ''}): {bi.reason}; "
+                         f"{bi.channels_kept} input channels kept")
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)

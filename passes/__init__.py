@@ -1,0 +1,24 @@
+"""Rewrite passes of fxminimize; installed as ``fxminimize.passes``.
+
+Each pass is a function ``run(gm, plan) -> PassResult`` in its own module. A pass reads the
+immutable :class:`fxminimize.analysis.Plan` and edits the working GraphModule: it slices
+constant tensors, folds constants into biases, or fixes size arguments. The original weights
+are read from the plan's source module, so passes are independent of each other's order.
+:data:`PIPELINE` lists them in the order :func:`fxminimize.rewrite.rewrite` runs them.
+"""
+from .base import PassResult
+from . import linear, conv, batchnorm, channel_params, concat, reshape, split, input_gather, cleanup
+
+PIPELINE = (
+    linear.run,
+    conv.run,
+    batchnorm.run,
+    channel_params.run,
+    concat.run,
+    reshape.run,
+    split.run,
+    input_gather.run,
+    cleanup.run,
+)
+
+__all__ = ["PassResult", "PIPELINE"]

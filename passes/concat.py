@@ -1,0 +1,24 @@
+"""Concatenation. On the channel dim nothing changes: the inputs arrive already shrunk and
+the offsets follow (input i's kept channels land after the kept channels of inputs < i).
+On another dim (e.g. a class token prepended along the sequence) constant inputs carry the
+channel dim too and are sliced to the kept channels."""
+from __future__ import annotations
+
+from .base import PassResult, get_tensor, index, replace_const
+
+
+def run(gm, plan) -> PassResult:
+    changed = 0
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or plan.kind.get(n.name) != "concat":
+            continue
+        if not plan.tracked(n.name) or not plan.shrinks(n):
+            continue
+        ax = plan.axis[n.name]
+        keep = index(plan.kept(n))
+        for x in list(n.args[0]):
+            if getattr(x, "op", None) == "get_attr":
+                t = get_tensor(gm, str(x.target)).detach()
+                replace_const(gm, n, x, t.index_select(ax, keep))
+                changed += 1
+    return PassResult(gm, changed > 0, {"concat_consts_sliced": changed})

@@ -1,0 +1,43 @@
+"""Shrink Linear layers: y = x Wᵀ + b.
+
+Kept output rows R and kept input columns K: W' = W[R][:, K]. Every removed input column i
+is either never read by a kept row (W[R, i] = 0) or CONST(v_i), folded exactly into the bias:
+b'_R = b_R + W[R][:, removed] · v_removed (a bias is created when there was none).
+"""
+from __future__ import annotations
+
+import torch
+
+from fxminimize.ir import bind
+from .base import PassResult, add_const, fold_vector, get_tensor, index, replace_const
+
+
+def run(gm, plan) -> PassResult:
+    changed = 0
+    for n in list(gm.graph.nodes):
+        if n.op != "call_function" or plan.kind.get(n.name) != "linear":
+            continue
+        p = bind(n)
+        x, w, b = p["input"], p["weight"], p["bias"]
+        if not plan.tracked(n.name):
+            continue
+        W = get_tensor(gm, str(w.target)).detach()
+        x_ok = plan.tracked(x.name) and plan.axis[x.name] == len(x.meta["val"].shape) - 1
+        rows = index(plan.kept(n))
+        if not plan.shrinks(n) and not (x_ok and plan.shrinks(x)):
+            continue
+        Wr = W[rows]
+        bias = get_tensor(gm, str(b.target)).detach().double()[rows] if b is not None else None
+        if x_ok and plan.shrinks(x):
+            fold = fold_vector(plan, x, Wr.double(), Wr != 0)
+            if fold.abs().max() > 0 if fold.numel() else False:
+                bias = fold if bias is None else bias + fold
+            Wr = Wr[:, index(plan.kept(x))]
+        replace_const(gm, n, w, Wr)
+        if b is not None:
+            replace_const(gm, n, b, bias)
+        elif bias is not None:
+            node = add_const(gm, n, f"{w.target}_bias", torch.nn.Parameter(bias.to(W.dtype)))
+            n.args = (n.args[0], n.args[1], node) + tuple(n.args[3:])
+        changed += 1
+    return PassResult(gm, changed > 0, {"linear_rewritten": changed})
