@@ -134,7 +134,7 @@ class ChannelAnalysis:
                 for part in str(n.target).split("."):
                     obj = getattr(obj, part)
                 if isinstance(obj, torch.Tensor):
-                    self.consts[n] = obj
+                    self.consts[n] = obj.detach()
         self.ax: dict[fx.Node, int] = {}
         self.native: dict[fx.Node, bool] = {}
         self.off: dict[fx.Node, int] = {}

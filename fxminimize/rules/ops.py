@@ -960,3 +960,45 @@ class SizeRule(Ignore):
 
 register(aten.sym_size.int)(SizeRule)
 register_many(Ignore(), [aten._assert_tensor_metadata.default])
+
+
+# --------------------------------------------------------------------------- in-place variants
+class _InPlace:
+    """In-place ``x.op_(...)``: the node's value is the new x. It behaves like the functional op
+    as long as nothing reads x again after the mutation (otherwise that read would see the
+    mutated value under the old node's name): then it is a barrier."""
+
+    def axis(self, a, n):
+        x = n.args[0]
+        order = {m: i for i, m in enumerate(a.nodes)} if "order" not in a.cache else a.cache["order"]
+        a.cache["order"] = order
+        if any(order[u] > order[n] for u in x.users if u is not n):
+            a.hint_barrier(n, "in-place op whose input is read again afterwards")
+            return None
+        return super().axis(a, n)
+
+    def value(self, a, n):
+        t = n.target
+        n.target = _FUNCTIONAL[t]
+        try:
+            super().value(a, n)
+        finally:
+            n.target = t
+
+
+class InPlaceBinaryRule(_InPlace, BinaryRule):
+    pass
+
+
+class InPlaceUnaryRule(_InPlace, UnaryRule):
+    pass
+
+
+_FUNCTIONAL = {aten.add_.Tensor: aten.add.Tensor, aten.mul_.Tensor: aten.mul.Tensor,
+               aten.sub_.Tensor: aten.sub.Tensor, aten.div_.Tensor: aten.div.Tensor,
+               aten.relu_.default: aten.relu.default, aten.hardtanh_.default: aten.hardtanh.default,
+               aten.silu_.default: aten.silu.default, aten.sigmoid_.default: aten.sigmoid.default,
+               aten.leaky_relu_.default: aten.leaky_relu.default, aten.hardswish_.default: aten.hardswish.default}
+register_many(InPlaceBinaryRule(), [aten.add_.Tensor, aten.mul_.Tensor, aten.sub_.Tensor, aten.div_.Tensor])
+register_many(InPlaceUnaryRule(), [aten.relu_.default, aten.hardtanh_.default, aten.silu_.default,
+                                   aten.sigmoid_.default, aten.leaky_relu_.default, aten.hardswish_.default])
