@@ -1,0 +1,60 @@
+"""Test helpers: run original vs minimized on fresh random inputs and compare.
+
+Stated fp32 tolerance for every numerics test: rtol=1e-4, atol=1e-5 (the same as
+fxminimize.verify for float32 outputs of magnitude <= 1).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.utils import _pytree as pytree
+
+import fxminimize
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_unchanged(model, before):
+    after = model.state_dict()
+    assert set(after) == set(before)
+    for k in before:
+        assert torch.equal(after[k], before[k]), k
+
+
+def compare(model, small, inputs, rtol=RTOL, atol=ATOL):
+    with torch.no_grad():
+        ref = pytree.tree_leaves(model(*inputs))
+        got = pytree.tree_leaves(small(*inputs))
+    assert len(ref) == len(got)
+    for r, g in zip(ref, got):
+        if isinstance(r, torch.Tensor):
+            scale = max(1.0, float(r.abs().max())) if r.numel() else 1.0
+            torch.testing.assert_close(g, r, rtol=rtol, atol=atol * scale)
+
+
+def minimize_and_check(model, example, *, batches=(1, 7), masks=None, seed=1):
+    """Minimize at the example's batch, compare on random inputs at other batch sizes."""
+    before = state(model)
+    res = fxminimize.minimize(model, example, masks=masks)
+    assert_unchanged(model, before)
+    ref_model = model
+    if masks:
+        ref_model = copy.deepcopy(model)
+        with torch.no_grad():
+            for name, p in ref_model.named_parameters():
+                if name in masks:
+                    p.mul_(masks[name].to(p.dtype))
+    g = torch.Generator().manual_seed(seed)
+    for b in batches:
+        xs = tuple(torch.randn((b,) + tuple(t.shape[1:]), generator=g) for t in example)
+        compare(ref_model, res.module, xs)
+    return res
+
+
+def shapes(module):
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
