@@ -12,7 +12,9 @@ argument and output structure (tuples, dicts, Hugging Face output objects).
 """
 from __future__ import annotations
 
+import linecache
 import logging
+import re
 import os
 import traceback
 import warnings
@@ -47,14 +49,14 @@ def _user_frame(exc: BaseException) -> str:
     torch_dir = os.path.dirname(torch.__file__)
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(torch_dir)
               and "fxminimize" not in f.filename]
-    text = str(exc)
-    for line in text.splitlines():
-        s = line.strip()
-        if s.startswith("File \"") and torch_dir not in s:
-            return s
+    for line in str(exc).splitlines():
+        m = re.match(r'\s*File "([^"]+)", line (\d+), in (\S+)', line)
+        if m and torch_dir not in m.group(1):
+            src = linecache.getline(m.group(1), int(m.group(2))).strip()
+            return f"{m.group(1)}:{m.group(2)} in {m.group(3)}: {src}"
     if frames:
         f = frames[-1]
-        return f'File "{f.filename}", line {f.lineno}, in {f.name}: {f.line}'
+        return f"{f.filename}:{f.lineno} in {f.name}: {f.line}"
     return ""
 
 

@@ -33,7 +33,14 @@ def check_model(model: nn.Module) -> None:
 
 def masked_copy(model: nn.Module, masks: Optional[Mapping[str, torch.Tensor]]) -> nn.Module:
     """A deep copy of ``model`` with prune reparametrisations baked in and ``masks`` applied."""
-    work = copy.deepcopy(model)
+    # tensors computed by prune's forward pre-hooks (weight = weight_orig * weight_mask) are not
+    # graph leaves and refuse deepcopy: give the copy detached versions of them
+    memo = {}
+    for m in model.modules():
+        for k, v in vars(m).items():
+            if isinstance(v, torch.Tensor) and not v.is_leaf:
+                memo[id(v)] = v.detach().clone()
+    work = copy.deepcopy(model, memo)
     for m in work.modules():
         for hook in list(m._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):
