@@ -118,6 +118,8 @@ def test_conv_padding_rule_keeps_nonzero_constant():
     """ZERO in → CONST(β − γμ/σ) ≠ 0 out of BN; a zero-padded conv cannot fold it: kept."""
     m = ConvNet().eval()
     _randomize_bn(m.bn)
+    with torch.no_grad():
+        m.bn.bias[2] = 5.0  # CONST > 0 survives the ReLU
     dead_rows(m.c1, [2])
     r = minimize_and_check(m, (torch.randn(2, 3, 16, 16),))
     assert shapes(r.module)["c2.weight"] == (8, 8, 3, 3)
