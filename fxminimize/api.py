@@ -11,7 +11,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .analysis import Plan, analyze
-from .capture import batch_dynamic_shapes, capture
+from .capture import _batch_is_dynamic, batch_dynamic_shapes, capture
 from .errors import MinimizationError
 from .masks import check_model, count_stored, masked_copy
 from .report import Report
@@ -63,6 +63,8 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
                                 f"got {type(example_inputs).__name__}")
     t0 = time.perf_counter()
     if isinstance(model, torch.export.ExportedProgram):
+        # keep the program's own batch-size contract: dynamic only if it was exported so
+        dynamic_batch = dynamic_batch and _batch_is_dynamic(model.graph_module)
         model = model.module()
     if not isinstance(model, nn.Module):
         raise MinimizationError(f"expected an nn.Module, GraphModule or ExportedProgram, got {type(model).__name__}")

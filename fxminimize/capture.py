@@ -27,6 +27,7 @@ from torch.export import Dim
 from torch.utils import _pytree as pytree
 
 from .errors import MinimizationError
+from .ir import static_int
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def _batch_is_dynamic(gm: fx.GraphModule) -> bool:
     for n in gm.graph.nodes:
         if n.op == "placeholder":
             val = n.meta.get("val")
-            if isinstance(val, torch.Tensor) and val.dim() > 0 and isinstance(val.shape[0], torch.SymInt):
+            if isinstance(val, torch.Tensor) and val.dim() > 0 and isinstance(val.shape[0], torch.SymInt) \
+                    and static_int(val.shape[0]) is None:
                 return True
     return False

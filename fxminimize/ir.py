@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 
 def bind(node: fx.Node) -> dict[str, Any]:
@@ -82,6 +83,8 @@ def static_int(x: Any) -> int | None:
     """``x`` as a plain int, or None when it is symbolic."""
     if isinstance(x, int):
         return x
+    if isinstance(x, torch.SymInt) and is_concrete_int(x):
+        return int(x)
     return None
 
 
