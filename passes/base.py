@@ -19,6 +19,11 @@ class PassResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def nodes_of_kind(gm: fx.GraphModule, plan, kind: str):
+    """The call_function nodes whose rule has ``kind`` (a snapshot, safe to edit while iterating)."""
+    return [n for n in gm.graph.nodes if n.op == "call_function" and plan.kind.get(n.name) == kind]
+
+
 def get_tensor(gm: fx.Module, target: str) -> torch.Tensor:
     obj: Any = gm
     for part in target.split("."):

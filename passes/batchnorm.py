@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from .base import PassResult, get_tensor, index, replace_const
+from .base import nodes_of_kind, PassResult, get_tensor, index, replace_const
 
 aten = torch.ops.aten
 
 
 def run(gm, plan) -> PassResult:
     changed = 0
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or plan.kind.get(n.name) != "batchnorm":
-            continue
+    for n in nodes_of_kind(gm, plan, "batchnorm"):
         out = n
         if n.target is aten._native_batch_norm_legit_no_training.default:
             items = [u for u in n.users if u.args[1] == 0]

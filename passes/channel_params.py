@@ -7,14 +7,12 @@ there broadcast and stay as they are.
 """
 from __future__ import annotations
 
-from .base import PassResult, get_tensor, index, replace_const
+from .base import nodes_of_kind, PassResult, get_tensor, index, replace_const
 
 
 def run(gm, plan) -> PassResult:
     changed = 0
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or plan.kind.get(n.name) != "binary":
-            continue
+    for n in nodes_of_kind(gm, plan, "binary"):
         if not plan.tracked(n.name) or not plan.shrinks(n):
             continue
         out_ax = plan.axis[n.name]

@@ -4,14 +4,12 @@ On another dim (e.g. a class token prepended along the sequence) constant inputs
 channel dim too and are sliced to the kept channels."""
 from __future__ import annotations
 
-from .base import PassResult, get_tensor, index, replace_const
+from .base import nodes_of_kind, PassResult, get_tensor, index, replace_const
 
 
 def run(gm, plan) -> PassResult:
     changed = 0
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or plan.kind.get(n.name) != "concat":
-            continue
+    for n in nodes_of_kind(gm, plan, "concat"):
         if not plan.tracked(n.name) or not plan.shrinks(n):
             continue
         ax = plan.axis[n.name]

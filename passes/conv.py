@@ -12,13 +12,13 @@ from __future__ import annotations
 import torch
 
 from fxminimize.ir import bind, set_arg
-from .base import PassResult, add_const, fold_vector, get_tensor, index, replace_const
+from .base import nodes_of_kind, PassResult, add_const, fold_vector, get_tensor, index, replace_const
 
 
 def run(gm, plan) -> PassResult:
     changed = 0
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or plan.kind.get(n.name) != "conv" or not plan.tracked(n.name):
+    for n in nodes_of_kind(gm, plan, "conv"):
+        if not plan.tracked(n.name):
             continue
         p = bind(n)
         x, w, b = p["input"], p["weight"], p["bias"]

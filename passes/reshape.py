@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from .base import PassResult
+from .base import nodes_of_kind, PassResult
 
 aten = torch.ops.aten
 
 
 def run(gm, plan) -> PassResult:
     changed = 0
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or plan.kind.get(n.name) != "reshape":
-            continue
+    for n in nodes_of_kind(gm, plan, "reshape"):
         if not plan.tracked(n.name) or not plan.shrinks(n):
             continue
         b = plan.axis[n.name]

@@ -6,16 +6,14 @@ import numpy as np
 import torch
 
 from fxminimize.rules import lookup
-from .base import PassResult
+from .base import nodes_of_kind, PassResult
 
 aten = torch.ops.aten
 
 
 def run(gm, plan) -> PassResult:
     changed = 0
-    for n in list(gm.graph.nodes):
-        if n.op != "call_function" or plan.kind.get(n.name) != "split":
-            continue
+    for n in nodes_of_kind(gm, plan, "split"):
         x = n.args[0]
         if not plan.tracked(x.name) or not plan.shrinks(x):
             continue
