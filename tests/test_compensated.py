@@ -1,0 +1,62 @@
+"""Property test: CompensatedLayerNorm/RMSNorm on the kept channels equals the full-width norm
+when the removed channels are CONST (float64 within 1e-12, float32 within 1e-5)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+from fxminimize.compensated import CompensatedLayerNorm, compensated_layer_norm, compensated_rms_norm
+
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def _case(seed, C, dtype, zero_frac):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 5, C, generator=g, dtype=dtype) * 2 + 0.5
+    removed = torch.randperm(C, generator=g)[: torch.randint(1, C, (1,), generator=g).item()].sort().values
+    v = torch.randn(len(removed), generator=g, dtype=dtype)
+    v[torch.rand(len(removed), generator=g) < zero_frac] = 0
+    x[..., removed] = v
+    keep = torch.tensor([i for i in range(C) if i not in set(removed.tolist())], dtype=torch.long)
+    w = torch.randn(C, generator=g, dtype=dtype)
+    b = torch.randn(C, generator=g, dtype=dtype)
+    return x, keep, removed, v, w, b
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), C=st.integers(2, 64), dtype=st.sampled_from([torch.float32, torch.float64]),
+       zero_frac=st.sampled_from([0.0, 0.5, 1.0]))
+def test_compensated_layer_norm_equals_full(seed, C, dtype, zero_frac):
+    x, keep, removed, v, w, b = _case(seed, C, dtype, zero_frac)
+    full = F.layer_norm(x, (C,), w, b, 1e-5)[..., keep]
+    vd = v.double()
+    got = compensated_layer_norm(x[..., keep], C, float(vd.sum()), float((vd * vd).sum()), w[keep], b[keep], 1e-5)
+    torch.testing.assert_close(got, full, rtol=0, atol=TOL[dtype])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), C=st.integers(2, 64), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_compensated_rms_norm_equals_full(seed, C, dtype):
+    x, keep, removed, v, w, _ = _case(seed, C, dtype, 0.3)
+    full = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w)[..., keep]
+    vd = v.double()
+    got = compensated_rms_norm(x[..., keep], C, float((vd * vd).sum()), w[keep], 1e-6)
+    torch.testing.assert_close(got, full, rtol=0, atol=TOL[dtype])
+
+
+def test_module_channels_first_and_from_layer_norm():
+    C = 12
+    ln = torch.nn.LayerNorm(C)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 1.5)
+        ln.bias.uniform_(-1, 1)
+    x = torch.randn(2, C, 4, 4)
+    removed = torch.tensor([1, 5, 6])
+    v = torch.tensor([0.0, 0.7, -1.2])
+    x[:, removed] = v[None, :, None, None]
+    keep = torch.tensor([i for i in range(C) if i not in (1, 5, 6)])
+    m = CompensatedLayerNorm.from_layer_norm(ln, keep, v, dim=1)
+    full = ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)[:, keep]
+    torch.testing.assert_close(m(x[:, keep]), full, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError):
+        CompensatedLayerNorm(13, 12)
