@@ -296,7 +296,13 @@ class ChannelAnalysis:
                 elif n.op in ("call_function", "output", "call_module"):
                     r.require(self, n, k)
             if int(self.req.sum()) == before:
-                break
+                # layers that would lose every channel keep one (see _Contraction.keeps_one)
+                for n in self.nodes:
+                    if n in self.off and self.native.get(n) and getattr(self.rule(n), "keeps_one", False) \
+                            and self.size[n] and not kept[self.sl(n)].any():
+                        self.req[self.off[n]] = True
+                if int(self.req.sum()) == before:
+                    break
         self.kept_units = unit_kept
         self.kept_el = kept
         log.debug("use analysis converged in %d rounds", rounds)

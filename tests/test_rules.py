@@ -319,3 +319,12 @@ def test_rule_table_keys_every_spelling():
     lin = lookup(torch.ops.aten.linear.default)
     assert lookup(nn.Linear) is lin and lookup(F.linear) is lin and lookup(torch._C._nn.linear) is lin
     assert lookup(torch.ops.aten.cumsum.default).kind == "barrier"
+
+
+def test_fully_dead_layer_keeps_one_channel():
+    m = ConvNet(bn=False).eval()
+    dead_rows(m.c2, list(range(8)))  # the whole layer is dead: c3 sees only its bias
+    r = minimize_and_check(m, (torch.randn(2, 3, 16, 16),))
+    s = shapes(r.module)
+    assert s["c2.weight"][0] == 1 and s["c3.weight"] == (5, 1, 1, 1)
+    assert s["c1.weight"][0] == 1

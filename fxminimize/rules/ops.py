@@ -38,6 +38,9 @@ class _Contraction(Rule):
     """
 
     in_axis = 1
+    #: an empty layer is not a valid conv and zero-size tensors are fragile downstream, so the
+    #: analysis keeps one channel of a layer that would otherwise lose all of them
+    keeps_one = True
 
     def params(self, n):  # -> (x, weight_node, bias_node)
         raise NotImplementedError
