@@ -26,7 +26,8 @@ Two facts per element:
 A unit is kept iff it contains a required element; keeping a unit keeps all its elements,
 which may require more inputs (a residual stream channel kept for one reader is computed in
 every writer). ``require`` is monotone, so iterating "kept units → required inputs" reaches
-the least fixpoint in a few passes over the graph.
+the least fixpoint; each round is one reverse pass, and the number of rounds grows with depth
+(a worklist over changed nodes would make it linear: not done yet).
 """
 from __future__ import annotations
 

@@ -71,16 +71,19 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     check_model(model)
     work = masked_copy(model, masks)
     check_model(work)
-    work.eval() if not any(m.training for m in work.modules()) else None
     cap = capture(work, example_inputs, dynamic_batch=dynamic_batch)
     t1 = time.perf_counter()
-    plan = analyze(cap.gm)
-    t2 = time.perf_counter()
-    small, stats = rewrite(cap.gm, plan)
+    try:
+        plan = analyze(cap.gm)
+        t2 = time.perf_counter()
+        small, stats = rewrite(cap.gm, plan)
+    except Exception as exc:  # noqa: BLE001 - an internal failure must not surface half-done
+        raise MinimizationError(f"internal error while minimizing ({type(exc).__name__}: {exc}); "
+                                "the model was not changed. Please report this model.") from exc
     t3 = time.perf_counter()
     removed = {name: (plan.size[name], len(plan.keep[name])) for name in plan.keep
                if len(plan.keep[name]) < plan.size[name]}
-    report = Report(params_before=count_stored(model), params_after=count_stored(small), groups=plan.groups,
+    report = Report(params_before=count_stored(work), params_after=count_stored(small), groups=plan.groups,
                     barriers=plan.barriers, removed=removed, plan=plan)
     if not plan.anything_removed:
         report.notes.append("nothing to remove: no channel is unused or constant-foldable; "

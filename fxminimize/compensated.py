@@ -24,7 +24,15 @@ def compensated_layer_norm(x: torch.Tensor, count: int, s1: float, s2: float, we
     removed = count - x.shape[dim]
     mu = (x.sum(dim, keepdim=True) + s1) / count
     d = x - mu
-    var = ((d * d).sum(dim, keepdim=True) + s2 - 2.0 * mu * s1 + removed * mu * mu) / count
+    # s2 − 2μ·s1 + |R|·μ² rewritten as m2 + |R|(v̄ − μ)² with v̄ = s1/|R|, m2 = s2 − s1²/|R|
+    # (computed in float64 here): the same value without the cancellation of the expanded form
+    if removed:
+        vbar = float(s1) / removed
+        m2 = max(float(s2) - float(s1) * float(s1) / removed, 0.0)
+        extra = m2 + removed * (vbar - mu) ** 2
+    else:
+        extra = 0.0
+    var = ((d * d).sum(dim, keepdim=True) + extra) / count
     y = d * torch.rsqrt(var + eps)
     shape = [1] * x.dim()
     shape[dim] = x.shape[dim]

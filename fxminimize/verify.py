@@ -67,7 +67,12 @@ def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool) -> 
     checks = 0
     with torch.no_grad():
         for label, inputs in input_sets(example_inputs, dynamic_batch):
-            ref = _tensors(reference(*inputs))
+            try:
+                ref = _tensors(reference(*inputs))
+            except Exception:  # noqa: BLE001 - the original itself rejects this input set
+                if label.startswith("random inputs at batch"):
+                    continue
+                raise
             try:
                 got = _tensors(candidate(*inputs))
             except Exception as exc:  # noqa: BLE001

@@ -2,8 +2,9 @@
 
 Each pass is a function ``run(gm, plan) -> PassResult`` in its own module. A pass reads the
 immutable :class:`fxminimize.analysis.Plan` and edits the working GraphModule: it slices
-constant tensors, folds constants into biases, or fixes size arguments. The original weights
-are read from the plan's source module, so passes are independent of each other's order.
+constant tensors, folds constants into biases, or fixes size arguments. A pass replaces the
+tensors it shrinks (never mutates them) and each constant is read only by the pass of its
+consumer, so the passes are independent of each other's order.
 :data:`PIPELINE` lists them in the order :func:`fxminimize.rewrite.rewrite` runs them.
 """
 from .base import PassResult

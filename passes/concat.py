@@ -4,6 +4,8 @@ On another dim (e.g. a class token prepended along the sequence) constant inputs
 channel dim too and are sliced to the kept channels."""
 from __future__ import annotations
 
+from fxminimize.rules import lookup
+
 from .base import nodes_of_kind, PassResult, get_tensor, index, replace_const
 
 
@@ -13,6 +15,8 @@ def run(gm, plan) -> PassResult:
         if not plan.tracked(n.name) or not plan.shrinks(n):
             continue
         ax = plan.axis[n.name]
+        if ax == lookup(n.target).dim(n):
+            continue  # on the channel dim the (already shrunk) inputs need no change
         keep = index(plan.kept(n))
         for x in list(n.args[0]):
             if getattr(x, "op", None) == "get_attr":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from fxminimize.ir import bind
+from fxminimize.ir import bind, set_arg
 from .base import nodes_of_kind, PassResult, add_const, fold_vector, get_tensor, index, replace_const
 
 
@@ -36,6 +36,6 @@ def run(gm, plan) -> PassResult:
             replace_const(gm, n, b, bias)
         elif bias is not None:
             node = add_const(gm, n, f"{w.target}_bias", torch.nn.Parameter(bias.to(W.dtype)))
-            n.args = (n.args[0], n.args[1], node) + tuple(n.args[3:])
+            set_arg(n, "bias", node)
         changed += 1
     return PassResult(gm, changed > 0, {"linear_rewritten": changed})

@@ -27,8 +27,10 @@ def run(gm, plan) -> PassResult:
                 n.args = (n.args[0], sizes) + tuple(n.args[2:])
                 changed += 1
         elif n.target is aten.unflatten.int:
-            dim = int(n.args[1]) % len(n.meta["val"].shape)
+            dim = int(n.args[1]) % len(n.args[0].meta["val"].shape)
             sizes = list(n.args[2])
+            if not dim <= b < dim + len(sizes):
+                continue  # the channel dim is not one of the unflattened dims: sizes unchanged
             if sizes[b - dim] != -1:
                 sizes[b - dim] = new
                 n.args = (n.args[0], n.args[1], sizes)

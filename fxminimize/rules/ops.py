@@ -260,7 +260,12 @@ class UnaryRule(_Channelwise):
         try:
             out = n.target(*args, **n.kwargs)
         except Exception:  # noqa: BLE001 - e.g. an op without float64 kernel
-            out = n.target(t.float(), *n.args[1:], **n.kwargs).double()
+            try:
+                out = n.target(t.float(), *n.args[1:], **n.kwargs).double()
+            except Exception:  # noqa: BLE001 - cannot evaluate on a vector: treat as LIVE
+                return None
+        if tuple(out.shape) != tuple(t.shape):
+            return None
         return out.double().numpy()
 
 
@@ -392,7 +397,8 @@ class PoolRule(_Channelwise):
             p = bind(n)
             pad = p.get("padding", 0)
             pad = [pad] if isinstance(pad, int) else list(pad)
-            if (any(pad) and p.get("count_include_pad", True)) or p.get("ceil_mode", False):
+            if (any(pad) and p.get("count_include_pad", True)) or p.get("ceil_mode", False) \
+                    or p.get("divisor_override") is not None:
                 return None if np.any(v != 0) else v
         return v
 
@@ -686,6 +692,8 @@ class ReshapeRule(Rule):
                     continue
             elif tail_out % tail_in == 0:
                 inner = tail_out // tail_in
+                if sb == 1 and C > 1:
+                    continue  # a size-1 dim carries no channels
                 if C % (sb * inner) == 0:
                     res = ("split", b, inner, sb, C)
                 else:
@@ -848,6 +856,8 @@ class SplitRule(Rule):
         p = bind(n)
         d = int(p.get("dim", 0)) % _nd(x)
         L = static_int(shape(x)[d])
+        if L is None:
+            return d, None
         if n.target is aten.split_with_sizes.default:
             sizes = [static_int(s) for s in p["split_sizes"]]
         elif n.target is aten.chunk.default:
