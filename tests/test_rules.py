@@ -328,3 +328,21 @@ def test_fully_dead_layer_keeps_one_channel():
     s = shapes(r.module)
     assert s["c2.weight"][0] == 1 and s["c3.weight"] == (5, 1, 1, 1)
     assert s["c1.weight"][0] == 1
+
+
+def test_concat_with_constant_input_keeps_its_section():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.c, self.fc = nn.Linear(4, 5), nn.Parameter(torch.randn(1, 3)), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(torch.cat([self.a(x), self.c.expand(x.shape[0], 3)], 1))
+
+    m = M().eval()
+    dead_rows(m.a, [1])
+    with torch.no_grad():
+        m.fc.weight[:, 6] = 0  # a column of the expanded section: dropped by a gather
+    r = minimize_and_check(m, (torch.randn(2, 4),))
+    assert shapes(r.module)["a.weight"] == (4, 4) and shapes(r.module)["fc.weight"] == (2, 6)
+    assert "index_select" in r.module.code

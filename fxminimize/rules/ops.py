@@ -830,7 +830,12 @@ class CatRule(Rule):
         if a.ax.get(n) == self.dim(n) and a.native.get(n):
             for x, o in zip(xs, self.offsets(a, n)):
                 k = static_int(shape(x)[self.dim(n)])
-                a.need(x, kept[o:o + k], n)
+                if x in a.off:
+                    a.need(x, kept[o:o + k], n)
+                else:  # an untracked input (a constant) cannot shrink: its section stays
+                    pin = np.zeros(a.size[n], bool)
+                    pin[o:o + k] = True
+                    a.need(n, pin, n)
         elif a.native.get(n):
             for x in xs:
                 a.need(x, kept, n)
