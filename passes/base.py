@@ -9,6 +9,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from fxminimize.ir import set_arg
+
 
 @dataclass
 class PassResult:
@@ -93,6 +95,25 @@ def fresh_name(gm: fx.Module, base: str) -> str:
 
 def index(keep: Optional[np.ndarray]) -> Optional[torch.Tensor]:
     return None if keep is None else torch.from_numpy(np.array(keep, dtype=np.int64))
+
+
+def add_fold(bias: Optional[torch.Tensor], fold: torch.Tensor) -> Optional[torch.Tensor]:
+    """bias + fold; a missing bias is created only when the folded constant is nonzero."""
+    if not (fold.numel() and bool(fold.abs().max() > 0)):
+        return bias
+    return fold if bias is None else bias + fold
+
+
+def write_weight_and_bias(gm: fx.GraphModule, n: fx.Node, w: fx.Node, b: Optional[fx.Node],
+                          weight: torch.Tensor, bias: Optional[torch.Tensor]) -> None:
+    """Make ``n`` read the shrunk ``weight`` and ``bias`` (adding a bias argument if it had none)."""
+    orig = get_tensor(gm, str(w.target))
+    replace_const(gm, n, w, weight)
+    if b is not None:
+        replace_const(gm, n, b, bias)
+    elif bias is not None:
+        node = add_const(gm, n, f"{w.target}_bias", nn.Parameter(bias.to(orig.dtype), requires_grad=orig.requires_grad))
+        set_arg(n, "bias", node)
 
 
 def fold_vector(plan, x: fx.Node, weight_sum: torch.Tensor, nz_rows: torch.Tensor) -> torch.Tensor:

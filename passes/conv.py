@@ -9,10 +9,8 @@ inputs only feed that group's outputs.
 """
 from __future__ import annotations
 
-import torch
-
 from fxminimize.ir import bind, set_arg
-from .base import nodes_of_kind, PassResult, add_const, fold_vector, get_tensor, index, replace_const
+from .base import nodes_of_kind, PassResult, add_fold, fold_vector, get_tensor, index, write_weight_and_bias
 
 
 def run(gm, plan) -> PassResult:
@@ -36,8 +34,7 @@ def run(gm, plan) -> PassResult:
                 spatial = tuple(range(2, W.dim()))
                 wsum = Wr.double().sum(dim=spatial)
                 fold = fold_vector(plan, x, wsum, (Wr != 0).any(dim=spatial))
-                if fold.numel() and fold.abs().max() > 0:
-                    bias = fold if bias is None else bias + fold
+                bias = add_fold(bias, fold)
                 Wr = Wr[:, index(plan.kept(x))]
         else:
             Og, Ig = W.shape[0] // g, W.shape[1]
@@ -45,11 +42,6 @@ def run(gm, plan) -> PassResult:
             if len(rows) % Og or (x_ok and len(plan.kept(x)) != new_g * Ig):
                 raise AssertionError(f"internal: partial group removed in {n.name}")
             set_arg(n, "groups", new_g)
-        replace_const(gm, n, w, Wr)
-        if b is not None:
-            replace_const(gm, n, b, bias)
-        elif bias is not None:
-            node = add_const(gm, n, f"{w.target}_bias", torch.nn.Parameter(bias.to(W.dtype)))
-            set_arg(n, "bias", node)
+        write_weight_and_bias(gm, n, w, b, Wr, bias)
         changed += 1
     return PassResult(gm, changed > 0, {"conv_rewritten": changed})

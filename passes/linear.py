@@ -6,10 +6,8 @@ b'_R = b_R + W[R][:, removed] · v_removed (a bias is created when there was non
 """
 from __future__ import annotations
 
-import torch
-
-from fxminimize.ir import bind, set_arg
-from .base import nodes_of_kind, PassResult, add_const, fold_vector, get_tensor, index, replace_const
+from fxminimize.ir import bind
+from .base import nodes_of_kind, PassResult, add_fold, fold_vector, get_tensor, index, write_weight_and_bias
 
 
 def run(gm, plan) -> PassResult:
@@ -28,14 +26,8 @@ def run(gm, plan) -> PassResult:
         bias = get_tensor(gm, str(b.target)).detach().double()[rows] if b is not None else None
         if x_ok and plan.shrinks(x):
             fold = fold_vector(plan, x, Wr.double(), Wr != 0)
-            if fold.abs().max() > 0 if fold.numel() else False:
-                bias = fold if bias is None else bias + fold
+            bias = add_fold(bias, fold)
             Wr = Wr[:, index(plan.kept(x))]
-        replace_const(gm, n, w, Wr)
-        if b is not None:
-            replace_const(gm, n, b, bias)
-        elif bias is not None:
-            node = add_const(gm, n, f"{w.target}_bias", torch.nn.Parameter(bias.to(W.dtype)))
-            set_arg(n, "bias", node)
+        write_weight_and_bias(gm, n, w, b, Wr, bias)
         changed += 1
     return PassResult(gm, changed > 0, {"linear_rewritten": changed})
