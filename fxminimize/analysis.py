@@ -79,6 +79,9 @@ class Plan:
     ``keep`` (sorted int64 indices of the channels kept), ``const_mask``/``const_val`` (the value
     lattice per channel) and ``native`` (False for *source* spaces, whose removal needs a gather).
     ``kind`` maps every call_function node to its rule's kind.
+    ``required_by`` gives, per channel, the index into ``node_names`` of the consumer that first
+    required it (-1: not required directly; it is then kept, if at all, because a coupled channel
+    of its unit was required). This is the provenance behind "why was this channel kept?".
     """
 
     axis: Mapping[str, int]
@@ -92,6 +95,8 @@ class Plan:
     groups: tuple[GroupInfo, ...]
     space_graph: nx.Graph
     unit_of: Mapping[str, np.ndarray]
+    required_by: Mapping[str, np.ndarray] = field(default_factory=dict)
+    node_names: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
 
     def tracked(self, name: str) -> bool:
@@ -147,6 +152,7 @@ class ChannelAnalysis:
         self._eb: list[np.ndarray] = []
         self.space_graph = nx.Graph()
         self.total = 0
+        self.index = {n: i for i, n in enumerate(self.nodes)}
 
     # ----------------------------------------------------------------- helpers for rules
     def rule(self, n: fx.Node) -> rules.Rule:
@@ -202,10 +208,10 @@ class ChannelAnalysis:
         if not isinstance(x, fx.Node) or x not in self.off:
             return
         s = self.sl(x)
-        if mask is None:
-            self.req[s] = True
-        else:
-            self.req[s] |= mask
+        new = ~self.req[s] if mask is None else (np.asarray(mask, dtype=bool) & ~self.req[s])
+        if new.any():
+            self.why[s][new] = self.index.get(by, -1)
+            self.req[s] |= new
 
     def mark_barrier(self, n: fx.Node, reason: str) -> None:
         self._barriers.setdefault(n, reason)
@@ -269,6 +275,7 @@ class ChannelAnalysis:
         self.const = np.zeros(off, dtype=bool)
         self.cval = np.zeros(off, dtype=np.float64)
         self.req = np.zeros(off, dtype=bool)
+        self.why = np.full(off, -1, dtype=np.int64)
 
     def _units(self) -> None:
         if self._ea:
@@ -301,7 +308,9 @@ class ChannelAnalysis:
                 for n in self.nodes:
                     if n in self.off and self.native.get(n) and getattr(self.rule(n), "keeps_one", False) \
                             and self.size[n] and not kept[self.sl(n)].any():
-                        self.req[self.off[n]] = True
+                        first = np.zeros(self.size[n], dtype=bool)
+                        first[0] = True
+                        self.need(n, first, n)  # required by itself: a layer keeps one channel
                 if int(self.req.sum()) == before:
                     break
         self.kept_units = unit_kept
@@ -309,7 +318,7 @@ class ChannelAnalysis:
         log.debug("use analysis converged in %d rounds", rounds)
 
     def _plan(self) -> Plan:
-        keep, axis, size, cm, cv, native, unit_of = {}, {}, {}, {}, {}, {}, {}
+        keep, axis, size, cm, cv, native, unit_of, why = {}, {}, {}, {}, {}, {}, {}, {}
         for n in self.off:
             s = self.sl(n)
             keep[n.name] = _frozen(np.nonzero(self.kept_el[s])[0].astype(np.int64))
@@ -319,6 +328,7 @@ class ChannelAnalysis:
             cv[n.name] = _frozen(self.cval[s].copy())
             native[n.name] = bool(self.native.get(n))
             unit_of[n.name] = _frozen(self.unit[s].copy())
+            why[n.name] = _frozen(self.why[s].copy())
         kind = {n.name: self.rule(n).kind for n in self.nodes if n.op == "call_function"}
         barriers = []
         for n, reason in self._barriers.items():
@@ -338,7 +348,8 @@ class ChannelAnalysis:
         return Plan(MappingProxyType(axis), MappingProxyType(size), MappingProxyType(keep),
                     MappingProxyType(cm), MappingProxyType(cv), MappingProxyType(native),
                     MappingProxyType(kind), tuple(barriers), tuple(groups), self.space_graph.copy(),
-                    MappingProxyType(unit_of))
+                    MappingProxyType(unit_of), MappingProxyType(why),
+                    tuple(n.name for n in self.nodes))
 
 
 class _OutputRule(rules.Rule):
