@@ -231,6 +231,7 @@ class ChannelAnalysis:
         for n in self.nodes:
             if n in self.off and self.native.get(n):
                 self.rule(n).couple(self, n)
+        self._tie()
         for n in self.nodes:
             if n in self.off and self.native.get(n):
                 self.rule(n).value(self, n)
@@ -277,6 +278,26 @@ class ChannelAnalysis:
         self.req = np.zeros(off, dtype=bool)
         self.why = np.full(off, -1, dtype=np.int64)
 
+    def _tie(self) -> None:
+        """Tied weights: every space that slices the same dim of one constant is coupled, so all
+        readers keep the same indices; a reader that cannot slice that dim pins the others."""
+        by_dim: dict = {}
+        for n in self.nodes:
+            if n.op == "call_function" and (n in self.off or any(x in self.off for x in tensor_inputs(n))):
+                for w, d, space in self.rule(n).weight_axes(self, n):
+                    if isinstance(w, fx.Node) and len(w.users) > 1:
+                        by_dim.setdefault((w, d), []).append(space)
+        self.pinned: list = []
+        for (w, d), spaces in by_dim.items():
+            tracked = [s for s in spaces if s is not None]
+            if len(tracked) < len(spaces):
+                self.pinned.extend(tracked)
+            for s in tracked[1:]:
+                if self.size[s] == self.size[tracked[0]]:
+                    self.couple_identity(tracked[0], s, "tied")
+                else:
+                    self.pinned.extend(tracked)
+
     def _units(self) -> None:
         if self._ea:
             a = np.concatenate(self._ea)
@@ -295,6 +316,8 @@ class ChannelAnalysis:
             unit_kept[self.unit[self.req]] = True
             kept = unit_kept[self.unit]
             before = int(self.req.sum())
+            for s in self.pinned:
+                self.need(s, None, s)  # a tied reader that cannot shrink pins the others
             for n in order:
                 r = self.rule(n)
                 k = kept[self.sl(n)] if (n in self.off and self.native.get(n)) else None

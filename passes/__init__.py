@@ -8,7 +8,8 @@ consumer, so the passes are independent of each other's order.
 :data:`PIPELINE` lists them in the order :func:`fxminimize.rewrite.rewrite` runs them.
 """
 from .base import PassResult
-from . import linear, conv, batchnorm, channel_params, concat, reshape, split, input_gather, cleanup
+from . import (linear, conv, batchnorm, channel_params, concat, reshape, split, input_gather, embedding,
+               layernorm, reduce, tie, cleanup)
 
 PIPELINE = (
     linear.run,
@@ -19,6 +20,10 @@ PIPELINE = (
     reshape.run,
     split.run,
     input_gather.run,
+    embedding.run,
+    layernorm.run,
+    reduce.run,
+    tie.run,
     cleanup.run,
 )
 

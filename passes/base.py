@@ -68,6 +68,8 @@ def replace_const(gm: fx.GraphModule, user: fx.Node, attr: fx.Node, new: torch.T
         return attr
     target = fresh_name(gm, str(attr.target))
     _assign(gm, target, value)
+    origins = gm.meta.setdefault("fxminimize_origin", {})
+    origins[target] = origins.get(str(attr.target), str(attr.target))
     with gm.graph.inserting_before(user):
         node = gm.graph.get_attr(target)
     user.replace_input_with(attr, node)

@@ -55,6 +55,6 @@ def table() -> dict[object, Rule]:
     return dict(_TABLE)
 
 
-from . import ops  # noqa: E402,F401  (registers the built-in rules)
+from . import ops, transformer  # noqa: E402,F401  (registers the built-in rules)
 
 __all__ = ["Rule", "Barrier", "Ignore", "register", "register_many", "lookup", "table", "BARRIER"]

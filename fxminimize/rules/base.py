@@ -59,6 +59,11 @@ class Rule:
         for x in tensor_inputs(n):
             a.need(x, None, n)
 
+    def weight_axes(self, a: "ChannelAnalysis", n: fx.Node) -> list:
+        """``(const node, tensor dim, space node or None)`` for each dim of a constant this op slices
+        by a channel space (None: that dim is never sliced). Used to keep tied weights tied."""
+        return []
+
     # tuple-producing ops (split/chunk) describe their items through these
     def item_axis(self, a: "ChannelAnalysis", n: fx.Node, idx: int) -> Optional[int]:
         return None

@@ -93,6 +93,14 @@ class _Contraction(Rule):
             val = val + bias
         a.set_value(n, const, val.numpy())
 
+    def weight_axes(self, a, n):
+        if not self.ok(a, n) or (getattr(self, "groups", None) and self.groups(n) != 1):
+            return []
+        x, w, _ = self.params(n)
+        out_dim, in_dim = (1, 0) if getattr(self, "transposed", False) else (0, 1)
+        return [(w, out_dim, n if n in a.off else None),
+                (w, in_dim, x if self.x_tracked(a, n) and x in a.off else None)]
+
     def require(self, a, n, kept):
         if not self.ok(a, n):
             return Rule.require(self, a, n, kept)
@@ -276,7 +284,8 @@ UNARY_TARGETS = [
     aten.softplus.default, aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default,
     aten.clone.default, aten.contiguous.default, aten.alias.default, aten.detach.default,
     aten.neg.default, aten.abs.default, aten.exp.default,
-    aten.to.dtype, aten._to_copy.default, aten.square.default,
+    aten.to.dtype, aten._to_copy.default, aten.square.default, aten.to.dtype_layout, aten.to.device,
+    aten.pow.Tensor_Scalar, aten.rsqrt.default, aten.sqrt.default,
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
     nn.Hardsigmoid, nn.Identity, F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.hardswish,
     F.hardsigmoid, torch.relu, torch.sigmoid, torch.tanh,
@@ -418,12 +427,18 @@ register_many(Pool1dRule(), [aten.max_pool1d.default, aten.avg_pool1d.default, a
 
 
 class ReduceRule(_Channelwise):
-    """mean/sum/amax over non-channel dims keep channels; over the channel dim: barrier.
+    """mean/sum/amax over non-channel dims keep channels; mean/sum over the channel dim compensate.
 
-    mean and amax of CONST(v) are v; sum is v·N (N the number of reduced elements, if static).
+    Over other dims: mean and amax of CONST(v) are v; sum is v·N (N the number of reduced
+    elements, if static). Over the channel dim (and possibly others, N elements per channel) the
+    output is untracked, and a CONST(v_r) channel may leave because its contribution is known:
+    sum = sum_K + N·Σ_R v_r and mean = mean_K·|K|/C + Σ_R v_r / C (the rewrite, pass
+    ``reduce``, applies exactly this; RMSNorm's mean of x² is the common case). LIVE channels are
+    required; amax over the channel dim requires every channel.
     """
 
     kind = "reduce"
+    compensable = (aten.mean.dim, aten.sum.dim_IntList)
 
     def dims(self, n):
         p = bind(n)
@@ -434,10 +449,13 @@ class ReduceRule(_Channelwise):
         d = [d] if isinstance(d, int) else list(d)
         return [int(x) % nd for x in d], bool(p.get("keepdim", False))
 
+    def over_channels(self, a, n) -> bool:
+        ax = a.axis_of(self.src(n))
+        return ax is not None and ax in self.dims(n)[0]
+
     def out_axis(self, a, n, ax):
         dims, keep = self.dims(n)
         if ax in dims:
-            a.hint_barrier(n, "reduces over the channel dimension")
             return None
         return ax if keep else ax - sum(1 for d in dims if d < ax)
 
@@ -447,6 +465,17 @@ class ReduceRule(_Channelwise):
             count = prod_static(shape(n.args[0])[d] for d in dims)
             return None if count is None else v * count
         return v
+
+    def require(self, a, n, kept):
+        x = self.src(n)
+        if self.over_channels(a, n) and n.target in self.compensable \
+                and all(static_int(shape(x)[d]) is not None for d in self.dims(n)[0]):
+            cin, _ = a.const_of(x)
+            a.need(x, ~cin, n)
+            return
+        if self.over_channels(a, n):
+            a.mark_barrier(n, "reduces over the channel dimension")
+        a.need(x, kept, n)
 
 
 register_many(ReduceRule(), [aten.mean.dim, aten.sum.dim_IntList, aten.amax.default, torch.mean, torch.sum])
@@ -471,10 +500,14 @@ register_many(SoftmaxRule(), [aten.softmax.int, aten._softmax.default, aten.log_
 
 
 class LayerNormRule(_Channelwise):
-    """LayerNorm normalises over the channel dim: y_c depends on every x_k (mean, variance).
+    """LayerNorm over the last dim, made exact under channel removal by CompensatedLayerNorm.
 
-    Without compensation no input channel may go, so all are required; outputs are coupled to
-    inputs one to one and therefore kept too. (CompensatedLayerNorm lifts this.)
+    y_c = γ_c (x_c − μ)/√(σ² + ε) + β_c with μ, σ² over all C channels. A CONST(v_r) input
+    channel r may leave: the compensated form keeps C, s1 = Σ_R v_r and s2 = Σ_R v_r² and
+    recomputes μ and σ² exactly (:mod:`fxminimize.compensated`). Its own output
+    γ_r (v_r − μ)/σ + β_r is per-row, so channel r goes only when no consumer reads it (input r
+    and output r are coupled), or when γ_r = 0: then output r is CONST(β_r) and folds downstream.
+    A LIVE input channel is always required while any output is kept (it moves μ and σ²).
     """
 
     kind = "layernorm"
@@ -482,17 +515,38 @@ class LayerNormRule(_Channelwise):
     def out_axis(self, a, n, ax):
         p = bind(n)
         if len(p["normalized_shape"]) != 1 or ax != _nd(n) - 1:
+            a.hint_barrier(n, "layer_norm over more than the channel dim")
             return None
+        for t in (p["weight"], p["bias"]):
+            if t is not None and a.tensor(t) is None:
+                a.hint_barrier(n, "layer_norm weight or bias is not a constant tensor")
+                return None
         return ax
 
     def declare(self, a, n, inp):
         return -1 if inp is n.args[0] else None
 
-    def fmap(self, a, n, v):
-        return None
+    def value(self, a, n):
+        p = bind(n)
+        C = a.size[n]
+        m, v = a.const_of(self.src(n))
+        w = a.tensor(p["weight"])
+        b = a.tensor(p["bias"])
+        w = np.ones(C) if w is None else w.detach().double().numpy()
+        b = np.zeros(C) if b is None else b.detach().double().numpy()
+        if m.all():  # every channel constant: the whole output is constant
+            y = F.layer_norm(torch.from_numpy(v.copy())[None], (C,), torch.from_numpy(w), torch.from_numpy(b),
+                             float(p["eps"]))[0].numpy()
+            a.set_value(n, np.ones(C, bool), y)
+            return
+        a.set_value(n, w == 0, b)
 
     def require(self, a, n, kept):
-        a.need(self.src(n), None, n)
+        x = self.src(n)
+        if kept is None:
+            return a.need(x, None, n)
+        cin, _ = a.const_of(x)
+        a.need(x, kept | ~cin, n)
 
 
 register(nn.LayerNorm, F.layer_norm, aten.layer_norm.default)(LayerNormRule)

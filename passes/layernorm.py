@@ -1,0 +1,45 @@
+"""Swap LayerNorm for CompensatedLayerNorm where CONST channels leave its input.
+
+For kept channels K and removed CONST channels R (values v_r), the analysis guarantees every
+removed input is CONST. The node ``layer_norm(x, [C], γ, β, ε)`` becomes
+``compensated_layer_norm(x_K, C, s1, s2, γ_K, β_K, ε)`` with s1 = Σ_R v_r, s2 = Σ_R v_r²
+(float64), which computes μ and σ² of the full width exactly
+(derivation in :mod:`fxminimize.compensated`). LayerNorms that lose nothing are left alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fxminimize.compensated import compensated_layer_norm
+from fxminimize.ir import bind
+from .base import nodes_of_kind, PassResult, get_tensor, index, replace_const
+
+
+def run(gm, plan) -> PassResult:
+    changed = 0
+    for n in nodes_of_kind(gm, plan, "layernorm"):
+        x = n.args[0]
+        if not plan.tracked(n.name) or not plan.tracked(x.name) or not plan.shrinks(x):
+            continue
+        rem = plan.removed(x)
+        cm, cv = plan.const_mask[x.name][rem], plan.const_val[x.name][rem]
+        if not cm.all():
+            raise AssertionError(f"internal: LIVE channel removed from the input of {n.name}")
+        if not np.array_equal(plan.kept(n), plan.kept(x)):
+            raise AssertionError(f"internal: {n.name} keeps other channels than its input")
+        p = bind(n)
+        keep = index(plan.kept(x))
+        w, b = p["weight"], p["bias"]
+        if w is not None:
+            w = replace_const(gm, n, w, get_tensor(gm, str(w.target)).detach()[keep])
+        if b is not None:
+            b = replace_const(gm, n, b, get_tensor(gm, str(b.target)).detach()[keep])
+        s1, s2 = float(cv.sum()), float((cv * cv).sum())
+        with gm.graph.inserting_after(n):
+            new = gm.graph.call_function(compensated_layer_norm,
+                                         (x, plan.size[x.name], s1, s2, w, b, float(p["eps"]), -1))
+        new.meta = dict(n.meta)
+        n.replace_all_uses_with(new)
+        gm.graph.erase_node(n)
+        changed += 1
+    return PassResult(gm, changed > 0, {"layernorm_compensated": changed})
