@@ -13,6 +13,7 @@ import torch.nn as nn
 from .analysis import Plan, analyze
 from .capture import _batch_is_dynamic, batch_dynamic_shapes, capture
 from .errors import MinimizationError
+from .explain import describe_graph
 from .masks import check_model, count_stored, masked_copy
 from .report import Report
 from .rewrite import rewrite
@@ -84,7 +85,7 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     removed = {name: (plan.size[name], len(plan.keep[name])) for name in plan.keep
                if len(plan.keep[name]) < plan.size[name]}
     report = Report(params_before=count_stored(work), params_after=count_stored(small), groups=plan.groups,
-                    barriers=plan.barriers, removed=removed, plan=plan)
+                    barriers=plan.barriers, removed=removed, plan=plan, graph=describe_graph(cap.gm))
     if not plan.anything_removed:
         report.notes.append("nothing to remove: no channel is unused or constant-foldable; "
                             "the returned model is equal to the input")

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .analysis import BarrierInfo, GroupInfo, Plan
+from .explain import GraphInfo
 
 
 @dataclass
@@ -15,7 +16,9 @@ class Report:
     included) of the user's model and of the minimized model. ``groups`` are the channel groups
     (connected components of the channel graph) with their kept/removed units; ``barriers`` the
     ops without a rule (or whose rule declined), with the reason; ``removed`` maps every node
-    that lost channels to ``(channels before, channels after)``.
+    that lost channels to ``(channels before, channels after)``. ``graph`` describes the analysed
+    graph (module path and op of every node) for :meth:`explain`, :meth:`to_html` and
+    :meth:`to_dot`.
     """
 
     params_before: int
@@ -28,6 +31,7 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     plan: Optional[Plan] = field(default=None, repr=False)
+    graph: Optional[GraphInfo] = field(default=None, repr=False)
 
     @property
     def ratio(self) -> float:
@@ -68,3 +72,46 @@ class Report:
                          f"{bi.channels_kept} input channels kept")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+    # ------------------------------------------------------------------ explanations and views
+    def _provenance(self):
+        if self.plan is None:
+            raise ValueError("this report has no plan: explanations need the analysis result")
+        prov = self.__dict__.get("_prov")
+        if prov is None or prov.plan is not self.plan:
+            from .explain import Provenance
+            prov = Provenance(self.plan, self.graph)
+            self.__dict__["_prov"] = prov
+        return prov
+
+    def explanation(self, node: str, channel: int):
+        """The structured :class:`~fxminimize.explain.Explanation` behind :meth:`explain`."""
+        from .explain import explain
+        prov = self._provenance()
+        return explain(self.plan, node, channel, self.graph, provenance=prov)
+
+    def explain(self, node: str, channel: int) -> str:
+        """Why channel ``channel`` of ``node`` is kept or removed, as text.
+
+        ``node`` is an FX node name (``linear_20``) or a module path
+        (``encoder.stages.2.layers.4.pwconv1``: that module's output node). A kept channel gets
+        the chain that kept it, ending in a model output, a barrier, or a layer keeping its last
+        channel; a removed one says whether it was a constant (folded) or unused.
+        """
+        return str(self.explanation(node, channel))
+
+    def to_html(self, path: Optional[str] = None, *, explain: Optional[tuple[str, int]] = None) -> str:
+        """A self-contained HTML page (no network needed) showing the channel groups, barriers
+        and the graph, with per-channel explanations. Written to ``path`` when given; returned.
+        ``explain=(node, channel)`` opens the page on that channel's explanation."""
+        from .visualize import render_html
+        html = render_html(self, explain=explain)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(html)
+        return html
+
+    def to_dot(self) -> str:
+        """The same graph as :meth:`to_html`, in graphviz DOT (nodes filled by channel group)."""
+        from .visualize import render_dot
+        return render_dot(self)
