@@ -1,0 +1,32 @@
+"""Squeeze-Release under torchrun: two gloo processes run one short cycle with DDP (CPU)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+WORKER = Path(__file__).resolve().parent.parent / "tools" / "ddp_worker.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_cycle(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads((tmp_path / "ddp_result.json").read_text())
+    assert out["world_size"] == 2
+    # the user's train step saw a DDP-wrapped model in every phase, before and after the shrink
+    assert [p for p, _ in out["seen"]] == ["dense", "finetune", "train"]
+    assert all(wrapped for _, wrapped in out["seen"])
+    h = out["history"]
+    assert [r["cycle"] for r in h] == [0, 1] and h[1]["params"] < h[0]["params"]
+    assert out["checksums"][0] == out["checksums"][1]      # ranks hold the same weights
+    assert (tmp_path / "ckpt" / "cycle_001.pt2").exists()

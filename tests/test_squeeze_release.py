@@ -1,0 +1,208 @@
+"""Squeeze-Release: pruning masks, mask holding, the release rule, the cycle, checkpoints/resume,
+the single-pass baseline. Synthetic data only (seconds)."""
+import json
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import fxminimize
+from fxminimize import squeeze_release as sr
+
+
+def _data(n=256, d=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    x[:, d // 2:] *= 0.02
+    y = (x @ torch.randn(d, 3, generator=g)).argmax(-1)
+    return x, y
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(24, 48), nn.ReLU(), nn.Linear(48, 24), nn.ReLU(), nn.Linear(24, 3))
+
+
+X, Y = _data()
+CALLS = []
+
+
+def train_fn(model, opt, epochs, info):
+    CALLS.append(info["phase"])
+    model.train()
+    for _ in range(epochs):
+        for i in range(0, X.shape[0], 64):
+            opt.zero_grad()
+            F.cross_entropy(model(X[i:i + 64]), Y[i:i + 64]).backward()
+            opt.step()
+
+
+def eval_fn(model):
+    return sr.accuracy(model, X, Y)
+
+
+def adam(params):
+    return torch.optim.Adam(params, lr=1e-2)
+
+
+def _sr(model, **kw):
+    kw.setdefault("schedule", 0.9)
+    kw.setdefault("max_cycles", 3)
+    return sr.SqueezeRelease(model, (X[:4],), train_fn, eval_fn, optimizer_fn=adam, **kw)
+
+
+def test_global_prune_masks_counts_and_nesting():
+    g = torch.Generator().manual_seed(0)
+    scores = {"a": torch.rand(10, 10, generator=g), "b": torch.rand(5, 4, generator=g) * 3}
+    m1 = sr.global_prune_masks(scores, 0.5)
+    assert sum(int((~m).sum()) for m in m1.values()) == 60
+    thr = max(float(s[~m].max()) for s, m in zip(scores.values(), m1.values()))
+    assert all(float(s[m].min()) >= thr for s, m in zip(scores.values(), m1.values()))
+    m2 = sr.global_prune_masks(scores, 0.5, current=m1)
+    assert sum(int(m.sum()) for m in m2.values()) == 30
+    assert all(bool((m2[k] <= m1[k]).all()) for k in m1)
+    with pytest.raises(ValueError):
+        sr.global_prune_masks(scores, 1.5)
+
+
+def test_prunable_parameters_are_weights_only():
+    names = set(sr.prunable_parameters(_mlp()))
+    assert names == {"0.weight", "2.weight", "4.weight"}
+
+
+def test_lamp_keeps_each_tensors_largest_entry():
+    m = _mlp()
+    ps = sr.prunable_parameters(m)
+    s = sr.lamp_scores(m, ps)
+    masks = sr.global_prune_masks(s, 0.99)
+    for n, p in ps.items():
+        assert bool(masks[n].reshape(-1)[p.detach().abs().reshape(-1).argmax()])
+
+
+def test_taylor_scores_use_gradients():
+    m = _mlp()
+    crit = sr.TaylorScores(lambda mod, b: F.cross_entropy(mod(b[0]), b[1]), [(X[:64], Y[:64])])
+    s = crit(m, sr.prunable_parameters(m))
+    assert set(s) == set(sr.prunable_parameters(m)) and all(bool((v >= 0).all()) for v in s.values())
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_hold_masks_keeps_zeros_through_adam():
+    m = _mlp()
+    masks = sr.global_prune_masks(sr.magnitude_scores(m, sr.prunable_parameters(m)), 0.7)
+    sr.apply_masks(m, masks)
+    opt = adam(m.parameters())
+    h = sr.hold_masks(opt, m, masks)
+    train_fn(m, opt, 2, {"phase": "t"})
+    params = dict(m.named_parameters())
+    for n, mask in masks.items():
+        assert bool((params[n][~mask] == 0).all())
+        assert bool((params[n][mask] != 0).all())
+    h.remove()
+
+
+def test_release_rule():
+    torch.manual_seed(0)
+    w = nn.Linear(200, 100)
+    with torch.no_grad():
+        w.weight[:, :100] = 0
+    before = w.weight.detach().clone()
+    sigma = float(before[:, 100:].std())
+    info = sr.release(w, 0.1, torch.Generator().manual_seed(1))
+    assert info["released"] == 10000 and info["of"] == 20000
+    torch.testing.assert_close(w.weight[:, 100:], before[:, 100:])
+    new = w.weight[:, :100].detach()
+    assert bool((new != 0).all())
+    assert abs(float(new.std()) / (0.1 * sigma) - 1) < 0.05
+    assert float(new.mean().abs()) < 0.01 * sigma
+
+
+def test_cycle_shrinks_records_and_checkpoints(tmp_path):
+    model = _mlp()
+    train_fn(model, adam(model.parameters()), 3, {"phase": "dense"})
+    CALLS.clear()
+    res = _sr(model, checkpoint_dir=str(tmp_path), max_cycles=2).run()
+    h = res.history
+    assert [r.cycle for r in h] == [0, 1, 2]
+    assert h[0].params == sr.deployable_size(model) == res.params_unpruned
+    assert h[1].params < h[0].params and h[2].params <= h[1].params
+    assert all(abs(r.ratio - h[0].params / r.params) < 1e-9 for r in h)
+    assert h[1].release_drift is not None and 0 < h[1].release_drift < 1
+    assert h[1].accuracy_pruned is not None and h[1].epochs == 2 and h[2].epochs_total == 4
+    assert CALLS == ["finetune", "train", "finetune", "train"]
+    assert sr.deployable_size(res.module) == h[-1].params
+    assert isinstance(res.module, torch.fx.GraphModule)
+    # machine-readable record and per-cycle checkpoints that load without pickle of code
+    data = json.loads((tmp_path / "history.json").read_text())
+    assert [r["params"] for r in data["history"]] == [r.params for r in h]
+    assert data["stop_reason"] == res.stop_reason
+    for r in h:
+        assert os.path.exists(r.checkpoint)
+    loaded = fxminimize.load(h[-1].checkpoint)
+    torch.testing.assert_close(loaded(X), res.module(X))
+    assert sr.deployable_size(loaded) == h[-1].params
+
+
+def test_resume_continues_from_last_cycle(tmp_path):
+    model = _mlp()
+    train_fn(model, adam(model.parameters()), 3, {"phase": "dense"})
+    first = _sr(model, checkpoint_dir=str(tmp_path), max_cycles=1).run()
+    assert first.history[-1].cycle == 1
+    # a finished run is returned as is
+    again = _sr(_mlp(), checkpoint_dir=str(tmp_path), max_cycles=1).run()
+    assert [r.params for r in again.history] == [r.params for r in first.history]
+    # clear the stop and raise max_cycles: the run resumes at cycle 2 from the checkpoint
+    hp = tmp_path / "history.json"
+    data = json.loads(hp.read_text())
+    data["stop_reason"] = None
+    hp.write_text(json.dumps(data))
+    CALLS.clear()
+    res = _sr(_mlp(seed=5), checkpoint_dir=str(tmp_path), max_cycles=2).run()
+    assert [r.cycle for r in res.history] == [0, 1, 2]
+    assert res.history[1].params == first.history[1].params
+    assert CALLS == ["finetune", "train"]
+    assert res.history[2].params <= res.history[1].params
+
+
+def test_stops_when_no_unit_removed():
+    model = _mlp()
+    res = _sr(model, schedule=0.0, max_cycles=5).run()
+    assert len(res.history) == 2 and res.stop_reason == "a cycle removed no unit"
+    assert res.history[1].channels_removed == 0
+
+
+def test_stops_at_target_and_floor():
+    model = _mlp()
+    train_fn(model, adam(model.parameters()), 3, {"phase": "dense"})
+    target = sr.deployable_size(model) - 1
+    res = _sr(model, target_params=target, max_cycles=5).run()
+    assert res.history[-1].params <= target and "target size" in res.stop_reason
+    res = _sr(_mlp(), schedule=0.9, accuracy_floor=1.01, max_cycles=5).run()
+    assert len(res.history) == 2 and "floor" in res.stop_reason
+    assert res.best(0.0) is not None and res.best(2.0) is None
+
+
+def test_schedule_forms():
+    s = _sr(_mlp(), schedule=[0.5, 0.7])
+    assert [s.fraction(k) for k in (1, 2, 3)] == [0.5, 0.7, 0.7]
+    assert _sr(_mlp(), schedule=lambda k: 0.1 * k).fraction(3) == pytest.approx(0.3)
+
+
+def test_single_pass_baseline():
+    model = _mlp()
+    train_fn(model, adam(model.parameters()), 3, {"phase": "dense"})
+    n0 = sr.deployable_size(model)
+    CALLS.clear()
+    small, rec = sr.single_pass(model, (X[:4],), train_fn, eval_fn, optimizer_fn=adam, sparsity=0.95, epochs=3)
+    assert CALLS == ["finetune"] and rec.epochs == 3 and rec.release_drift is None
+    assert rec.params == sr.deployable_size(small) < n0 and rec.ratio == pytest.approx(n0 / rec.params)
+    # the minimized model is exactly the pruned one: its zeros are still there
+    assert any(bool((p == 0).any()) for p in sr.prunable_parameters(small).values())
+
+
+def test_onnx_bytes():
+    small, _ = sr.single_pass(_mlp(), (X[:4],), train_fn, eval_fn, optimizer_fn=adam, sparsity=0.9, epochs=1)
+    size = sr.onnx_bytes(small, (X[:4],))
+    assert size is None or size > 4 * sr.deployable_size(small) * 0.9
