@@ -45,6 +45,7 @@ import torch
 import torch.fx as fx
 
 from . import rules
+from .rules import attention
 from .ir import describe, fake, is_tensor, module_path, shape, static_int, tensor_inputs
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Plan:
     unit_of: Mapping[str, np.ndarray]
     required_by: Mapping[str, np.ndarray] = field(default_factory=dict)
     node_names: tuple[str, ...] = ()
+    regions: Mapping[str, object] = field(default_factory=dict)
     timings: Mapping[str, float] = field(default_factory=dict)
 
     def tracked(self, name: str) -> bool:
@@ -153,9 +155,14 @@ class ChannelAnalysis:
         self.space_graph = nx.Graph()
         self.total = 0
         self.index = {n: i for i, n in enumerate(self.nodes)}
+        self.claimed: dict[fx.Node, rules.Rule] = {}
+        self.regions: dict[str, attention.Region] = {}
+        self.kept_now = np.zeros(0, dtype=bool)
 
     # ----------------------------------------------------------------- helpers for rules
     def rule(self, n: fx.Node) -> rules.Rule:
+        if n in self.claimed:
+            return self.claimed[n]
         if n.op == "call_function":
             return rules.lookup(n.target)
         if n.op == "output":
@@ -243,6 +250,8 @@ class ChannelAnalysis:
 
     def _axes(self) -> None:
         for n in self.nodes:
+            if n.op == "call_function" and n.target is attention.SDPA and n not in self.claimed:
+                self._claim_attention(n)
             if n.op == "call_function" and is_tensor(n):
                 ax = self.rule(n).axis(self, n)
                 if ax is not None:
@@ -258,6 +267,21 @@ class ChannelAnalysis:
                 if len(declared) == 1:
                     self.ax[n] = declared.pop()
                     self.native[n] = False
+
+    def _claim_attention(self, sdpa: fx.Node) -> None:
+        """Match the attention region around ``sdpa``; its interior nodes lose their spaces and
+        the merged output gets the region's rule (:mod:`fxminimize.rules.attention`)."""
+        res = attention.match(self, sdpa)
+        if res is None:
+            return
+        region, claimed, o_in = res
+        by_name = {n.name: n for n in self.nodes}
+        for c in claimed:
+            self.claimed[c] = attention.INTERIOR
+            self.ax.pop(c, None)
+            self.native.pop(c, None)
+        self.claimed[o_in] = attention.AttentionOut(region, {k: by_name[v] for k, v in region.src.items()})
+        self.regions[o_in.name] = region
 
     def _allocate(self) -> None:
         off = 0
@@ -315,6 +339,7 @@ class ChannelAnalysis:
             unit_kept = np.zeros(self.nunits, dtype=bool)
             unit_kept[self.unit[self.req]] = True
             kept = unit_kept[self.unit]
+            self.kept_now = kept
             before = int(self.req.sum())
             for s in self.pinned:
                 self.need(s, None, s)  # a tied reader that cannot shrink pins the others
@@ -372,7 +397,7 @@ class ChannelAnalysis:
                     MappingProxyType(cm), MappingProxyType(cv), MappingProxyType(native),
                     MappingProxyType(kind), tuple(barriers), tuple(groups), self.space_graph.copy(),
                     MappingProxyType(unit_of), MappingProxyType(why),
-                    tuple(n.name for n in self.nodes))
+                    tuple(n.name for n in self.nodes), MappingProxyType(dict(self.regions)))
 
 
 class _OutputRule(rules.Rule):

@@ -9,7 +9,7 @@ consumer, so the passes are independent of each other's order.
 """
 from .base import PassResult
 from . import (linear, conv, batchnorm, channel_params, concat, reshape, split, input_gather, embedding,
-               layernorm, reduce, tie, cleanup)
+               attention, layernorm, reduce, tie, cleanup)
 
 PIPELINE = (
     linear.run,
@@ -21,6 +21,7 @@ PIPELINE = (
     split.run,
     input_gather.run,
     embedding.run,
+    attention.run,
     layernorm.run,
     reduce.run,
     tie.run,
