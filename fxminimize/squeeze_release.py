@@ -33,7 +33,8 @@ The training step is the user's: ``train_fn(model, optimizer, epochs, info)`` tr
 (wrapped in ``DistributedDataParallel`` when ``torch.distributed`` is initialised) for ``epochs``
 epochs with ``optimizer`` (built by ``optimizer_fn(parameters)`` afresh after every shrink,
 since the parameters are new tensors). ``info`` is a dict with ``cycle`` and ``phase``
-(``"finetune"`` or ``"train"``). ``eval_fn(module) -> float`` returns the accuracy (higher is
+(``"finetune"`` or ``"train"``). With ``shrink_before_finetune=True`` steps 2 and 3 swap: the pruned
+model is minimized first and fine-tuned with its zeros held (cheaper; the same kept weights). ``eval_fn(module) -> float`` returns the accuracy (higher is
 better) of an unwrapped module; under DDP rank 0's value is used on every rank.
 
 Checkpoints (``checkpoint_dir``): ``cycle_NNN.pt2`` (a ``torch.export`` program: architecture and
@@ -61,7 +62,7 @@ from .masks import count_stored
 log = logging.getLogger(__name__)
 
 __all__ = ["SqueezeRelease", "SqueezeReleaseResult", "CycleRecord", "single_pass", "magnitude_scores",
-           "TaylorScores", "lamp_scores", "prunable_parameters", "global_prune_masks", "apply_masks", "hold_masks",
+           "TaylorScores", "lamp_scores", "ShrinkTarget", "prunable_parameters", "global_prune_masks", "apply_masks", "hold_masks",
            "release", "function_drift", "deployable_size", "onnx_bytes", "train_epochs", "accuracy",
            "save_checkpoint", "load_checkpoint"]
 
@@ -356,12 +357,55 @@ def _broadcast(value):
     return obj[0]
 
 
+# --------------------------------------------------------------------------- size-targeted schedule
+class ShrinkTarget:
+    """A schedule that picks each cycle's prune fraction by bisection so that the squeeze keeps
+    about ``keep`` of the cycle's deployable size (e.g. 0.6: each cycle removes ~40%).
+
+    For a candidate fraction the masks are applied to a copy and the copy is minimized without
+    verification (``steps`` times per cycle, between ``lo`` and ``hi``); the smallest fraction
+    reaching the size is used. The fraction found is recorded in the history. How many units a
+    fraction kills changes from cycle to cycle (after release the surviving weights are dense
+    again and evenly spread), so a fixed fraction shrinks less and less; this one does not.
+    """
+
+    def __init__(self, keep: float = 0.6, lo: float = 0.5, hi: float = 0.9995, steps: int = 7):
+        if not 0 < keep < 1:
+            raise ValueError(f"keep must be in (0, 1), got {keep}")
+        self.keep, self.lo, self.hi, self.steps = keep, lo, hi, steps
+
+    def __repr__(self) -> str:
+        return f"ShrinkTarget(keep={self.keep}, lo={self.lo}, hi={self.hi}, steps={self.steps})"
+
+    def search(self, module: nn.Module, scores: Scores, example_inputs: tuple) -> float:
+        import copy
+
+        target = self.keep * deployable_size(module)
+        lo, hi = self.lo, self.hi
+
+        def size_at(f: float) -> int:
+            trial = copy.deepcopy(_unwrap(module)).eval()
+            apply_masks(trial, global_prune_masks(scores, f))
+            return deployable_size(minimize(trial, example_inputs, verify_result=False).module)
+
+        if size_at(hi) > target:
+            return hi
+        for _ in range(self.steps):
+            mid = (lo + hi) / 2
+            if size_at(mid) <= target:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+
 # --------------------------------------------------------------------------- the cycle
 class SqueezeRelease:
     """The Squeeze-Release cycle (see the module docstring).
 
     ``schedule``: the fraction of the (dense) prunable entries pruned in each cycle: a float, a
-    sequence (cycle k uses item k-1, the last repeating), or ``callable(cycle) -> float``.
+    sequence (cycle k uses item k-1, the last repeating), ``callable(cycle) -> float``, or a
+    :class:`ShrinkTarget` (the fraction that shrinks the deployable size by a set factor).
     ``criterion``: ``callable(model, {name: param}) -> {name: scores}``; higher scores are kept.
     """
 
@@ -372,7 +416,8 @@ class SqueezeRelease:
                  release_scale: float = 0.05, do_release: bool = True, max_cycles: int = 20,
                  target_params: Optional[int] = None, target_ratio: Optional[float] = None,
                  accuracy_floor: Optional[float] = None, checkpoint_dir: Optional[str] = None,
-                 seed: int = 0, ddp_kwargs: Optional[dict] = None, measure_pruned: bool = True):
+                 seed: int = 0, ddp_kwargs: Optional[dict] = None, measure_pruned: bool = True,
+                 shrink_before_finetune: bool = False):
         self.model = model
         self.example_inputs = example_inputs
         self.train_fn, self.eval_fn, self.optimizer_fn = train_fn, eval_fn, optimizer_fn
@@ -384,6 +429,7 @@ class SqueezeRelease:
         self.checkpoint_dir, self.seed = checkpoint_dir, seed
         self.ddp_kwargs = ddp_kwargs or {}
         self.measure_pruned = measure_pruned
+        self.shrink_before_finetune = shrink_before_finetune
 
     # -- pieces -----------------------------------------------------------------
     def fraction(self, cycle: int) -> float:
@@ -424,7 +470,8 @@ class SqueezeRelease:
         if not self.checkpoint_dir or _rank() != 0:
             return
         data = {"params_unpruned": params_unpruned, "stop_reason": stop,
-                "config": {"schedule": self.schedule if not callable(self.schedule) else repr(self.schedule),
+                "config": {"schedule": self.schedule if isinstance(self.schedule, (int, float, list, tuple))
+                           else repr(self.schedule),
                            "criterion": getattr(self.criterion, "__name__", type(self.criterion).__name__),
                            "finetune_epochs": self.finetune_epochs, "train_epochs": self.train_epochs,
                            "release_scale": self.release_scale, "do_release": self.do_release, "seed": self.seed},
@@ -476,20 +523,30 @@ class SqueezeRelease:
         t0 = time.perf_counter()
         module.train()
         params_in = deployable_size(module)
-        frac = self.fraction(cycle)
         params = prunable_parameters(module)
         scores = self.criterion(module, params)
         if _dist():  # keep the ranks identical even for data-dependent criteria
             for s in scores.values():
                 torch.distributed.all_reduce(s)
+        if isinstance(self.schedule, ShrinkTarget):
+            frac = self.schedule.search(module, scores, self.example_inputs)
+        else:
+            frac = self.fraction(cycle)
         masks = global_prune_masks(scores, frac)
         apply_masks(module, masks)
-        self._train(module, self.finetune_epochs, {"cycle": cycle, "phase": "finetune"}, masks)
+        if not self.shrink_before_finetune:
+            self._train(module, self.finetune_epochs, {"cycle": cycle, "phase": "finetune"}, masks)
         module.eval()
         res = minimize(module, self.example_inputs)
         small = res.module
         for p in small.parameters():
             p.requires_grad_(True)
+        if self.shrink_before_finetune:
+            # the same fine-tuning on the already minimized model (its zeros held): every kept
+            # weight sees the same gradient; only the fold of removed constant units into the
+            # next bias differs (a fixed fold instead of a trainable dead bias)
+            small_masks = {n: p != 0 for n, p in prunable_parameters(small).items()}
+            self._train(small, self.finetune_epochs, {"cycle": cycle, "phase": "finetune"}, small_masks)
         params_out = deployable_size(small)
         acc_pruned = self._eval(small) if self.measure_pruned else None
         drift = released = None
@@ -546,15 +603,19 @@ class SqueezeRelease:
 # --------------------------------------------------------------------------- baseline
 def single_pass(model: nn.Module, example_inputs: tuple, train_fn: Callable, eval_fn: Callable[[nn.Module], float], *,
                 optimizer_fn: Callable, sparsity: float, epochs: int, criterion: Criterion = magnitude_scores,
-                params_unpruned: Optional[int] = None) -> tuple:
+                params_unpruned: Optional[int] = None, shrink_before_finetune: bool = True) -> tuple:
     """Baseline: prune once to ``sparsity``, fine-tune ``epochs`` with the masks held, minimize.
+
+    With ``shrink_before_finetune`` (default) the pruned model is minimized first and the
+    fine-tuning runs on the smaller model with its zeros held: the same optimisation of the
+    same kept weights, much cheaper when the budget is large.
 
     Returns ``(minimized module, CycleRecord)`` (cycle 1; ``accuracy`` is the minimized model's).
     ``model`` is modified (pruned and trained in place): pass a copy to keep it.
     """
     sr = SqueezeRelease(model, example_inputs, train_fn, eval_fn, optimizer_fn=optimizer_fn, schedule=sparsity,
                         criterion=criterion, finetune_epochs=epochs, train_epochs=0, do_release=False,
-                        measure_pruned=False)
+                        measure_pruned=False, shrink_before_finetune=shrink_before_finetune)
     params_unpruned = params_unpruned or deployable_size(model)
     module, rec = sr.cycle(model, 1, params_unpruned, 0)
     return module, rec

@@ -206,3 +206,14 @@ def test_onnx_bytes():
     small, _ = sr.single_pass(_mlp(), (X[:4],), train_fn, eval_fn, optimizer_fn=adam, sparsity=0.9, epochs=1)
     size = sr.onnx_bytes(small, (X[:4],))
     assert size is None or size > 4 * sr.deployable_size(small) * 0.9
+
+
+def test_shrink_target_schedule():
+    model = _mlp()
+    train_fn(model, adam(model.parameters()), 3, {"phase": "dense"})
+    n0 = sr.deployable_size(model)
+    res = _sr(model, schedule=sr.ShrinkTarget(keep=0.6, steps=6), max_cycles=1).run()
+    rec = res.history[1]
+    assert rec.params <= 0.6 * n0 and 0.5 <= rec.prune_fraction <= 0.9995
+    with pytest.raises(ValueError):
+        sr.ShrinkTarget(keep=1.5)

@@ -1,0 +1,245 @@
+"""Squeeze-Release on LeNet-300-100 (784-300-100-10), Fashion-MNIST.
+
+    nice -n 10 python tools/reproduce_fc.py --seeds 0 1 2 --out tools/results/fc.json --plot docs/results_fc.png
+
+Per seed (defaults: each cycle keeps ~60% of the deployable size, see ``--shrink``):
+  * dense: LeNet-300-100 trained ``--dense-epochs`` epochs (AdamW, lr 1e-3, ``--wd``, batch 128);
+  * Squeeze-Release from that dense model (global magnitude pruning; the fraction per cycle is
+    found by ``ShrinkTarget(--shrink)``, or fixed by ``--schedule`` when ``--shrink 0``;
+    ``--ft-epochs`` masked fine-tuning + ``--train-epochs`` after release per cycle), stopping
+    when a cycle removes no unit, below ``--floor`` accuracy, or after ``--max-cycles``;
+  * single pass: from the same dense model, prune once to each of ``--single-sparsities``,
+    fine-tune with the masks held for as many epochs as the whole Squeeze-Release run used,
+    minimize;
+  * dense from scratch: for every Squeeze-Release cycle, an MLP of exactly that cycle's deployable
+    shape (the kept input pixels gathered, hidden widths h1, h2) trained from scratch for
+    ``--dense-epochs`` epochs.
+
+All accuracies are on the 10,000 test images. Deployable size = stored parameters and buffers
+of the minimized dense model (zeros and the int64 index of kept pixels included). One JSON
+file (``--out``) holds everything; ``--plot`` draws accuracy against deployable size.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from dataclasses import asdict
+import datetime
+import json
+import logging
+import os
+import platform
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fxminimize import squeeze_release as sr
+from fxminimize.data import TensorLoader, load_fashion_mnist
+from fxminimize.models import LeNet300100
+
+log = logging.getLogger("reproduce_fc")
+
+
+class GatherMLP(nn.Module):
+    """784 → (index_select kept pixels) → h1 → h2 → 10: the shape family of a minimized LeNet."""
+
+    def __init__(self, keep: torch.Tensor, h1: int, h2: int):
+        super().__init__()
+        self.register_buffer("keep", keep.clone().long())
+        self.fc1, self.fc2, self.fc3 = nn.Linear(len(keep), h1), nn.Linear(h1, h2), nn.Linear(h2, 10)
+
+    def forward(self, x):
+        x = x.index_select(1, self.keep)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+def keep_index(module: nn.Module, n_in: int) -> torch.Tensor:
+    """The kept input pixels of a minimized LeNet (its input-gather buffer), or all of them."""
+    for name, b in module.named_buffers():
+        if b.dtype == torch.int64 and b.dim() == 1 and name.startswith("fxm_keep"):
+            return b
+    return torch.arange(n_in)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+
+
+def run_seed(seed: int, args, data) -> dict:
+    xtr, ytr, xte, yte = data
+    example = (xtr[:16],)
+
+    def optimizer_fn(params):
+        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
+
+    loader = TensorLoader(xtr, ytr, args.batch, seed=seed)
+
+    def train_fn(model, opt, epochs, info):
+        sr.train_epochs(model, opt, loader, epochs, desc=f"seed {seed} {info.get('phase', '')} c{info.get('cycle', '')}",
+                        progress=not args.no_progress)
+
+    def eval_fn(model):
+        return sr.accuracy(model, xte, yte)
+
+    out: dict = {"seed": seed}
+    # dense baseline
+    torch.manual_seed(seed)
+    dense = LeNet300100()
+    t0 = time.perf_counter()
+    train_fn(dense, optimizer_fn(dense.parameters()), args.dense_epochs, {"phase": "dense"})
+    out["dense"] = {"params": sr.deployable_size(dense), "accuracy": eval_fn(dense), "epochs": args.dense_epochs,
+                    "time_s": time.perf_counter() - t0}
+    if seed == args.seeds[0]:
+        out["dense"]["onnx_bytes"] = sr.onnx_bytes(dense.eval(), example)
+    log.info("seed %d dense: %.2f%% (%d params)", seed, 100 * out["dense"]["accuracy"], out["dense"]["params"])
+
+    # Squeeze-Release
+    t0 = time.perf_counter()
+    cyc = sr.SqueezeRelease(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn,
+                            schedule=sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule,
+                            finetune_epochs=args.ft_epochs, train_epochs=args.train_epochs,
+                            release_scale=args.release_scale, max_cycles=args.max_cycles, accuracy_floor=args.floor,
+                            checkpoint_dir=os.path.join(args.ckpt_dir, f"fc_seed{seed}") if args.ckpt_dir else None,
+                            seed=seed)
+    res = cyc.run(resume=args.resume)
+    out["squeeze_release"] = {"history": [asdict(r) for r in res.history], "stop_reason": res.stop_reason,
+                              "time_s": time.perf_counter() - t0}
+    budget = res.history[-1].epochs_total
+    for r in res.history:
+        log.info("seed %d SR %s", seed, r.line())
+    if seed == args.seeds[0] and res.history[-1].checkpoint:
+        # ONNX bytes of every cycle's deployable model (read back from the checkpoints)
+        for rec in out["squeeze_release"]["history"][1:]:
+            if rec["checkpoint"]:
+                rec["onnx_bytes"] = sr.onnx_bytes(sr.load_checkpoint(rec["checkpoint"]).eval(), example)
+
+    # single prune-and-shrink pass with the same training budget
+    out["single_pass"] = []
+    for s in args.single_sparsities:
+        t0 = time.perf_counter()
+        small, rec = sr.single_pass(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn,
+                                    sparsity=s, epochs=budget, params_unpruned=out["dense"]["params"])
+        d = asdict(rec)
+        d.update(sparsity=s, time_s=time.perf_counter() - t0)
+        out["single_pass"].append(d)
+        log.info("seed %d single pass %.3f: %d params (%.1fx) acc %.2f%%", seed, s, rec.params, rec.ratio,
+                 100 * rec.accuracy)
+
+    # dense from scratch at each Squeeze-Release size (same shape)
+    out["scratch"] = []
+    for rec in res.history[1:]:
+        m = sr.load_checkpoint(rec.checkpoint) if rec.checkpoint else None
+        shapes = rec.shapes
+        h1, h2 = shapes["fc1.weight"][0], shapes["fc2.weight"][0]
+        keep = keep_index(m, 784) if m is not None else torch.arange(shapes["fc1.weight"][1])
+        torch.manual_seed(seed + 1000)
+        net = GatherMLP(keep, h1, h2)
+        t0 = time.perf_counter()
+        train_fn(net, optimizer_fn(net.parameters()), args.dense_epochs, {"phase": "scratch"})
+        out["scratch"].append({"cycle": rec.cycle, "params": sr.deployable_size(net), "sr_params": rec.params,
+                               "shape": [len(keep), h1, h2, 10], "accuracy": eval_fn(net), "epochs": args.dense_epochs,
+                               "time_s": time.perf_counter() - t0})
+        log.info("seed %d scratch %s: %d params acc %.2f%%", seed, out["scratch"][-1]["shape"],
+                 out["scratch"][-1]["params"], 100 * out["scratch"][-1]["accuracy"])
+    return out
+
+
+def plot(results: dict, path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, run in enumerate(results["runs"]):
+        c = colors[i % len(colors)]
+        seed = run["seed"]
+        h = run["squeeze_release"]["history"]
+        ax.plot([r["ratio"] for r in h], [100 * r["accuracy"] for r in h], "o-", color=c,
+                label=f"Squeeze-Release (seed {seed})")
+        for r in h[1:]:
+            ax.annotate(str(r["cycle"]), (r["ratio"], 100 * r["accuracy"]), fontsize=7, color=c,
+                        textcoords="offset points", xytext=(3, 3))
+        sp = sorted(run["single_pass"], key=lambda r: r["ratio"])
+        ax.plot([r["ratio"] for r in sp], [100 * r["accuracy"] for r in sp], "s--", color=c, alpha=0.7,
+                label=f"single pass, same budget (seed {seed})")
+        sc = run["scratch"]
+        dense_params = run["dense"]["params"]
+        ax.plot([dense_params / r["params"] for r in sc], [100 * r["accuracy"] for r in sc], "^:", color=c, alpha=0.7,
+                label=f"dense from scratch, same shape (seed {seed})")
+        ax.axhline(100 * run["dense"]["accuracy"], color=c, lw=0.6, alpha=0.5)
+    for x, lab in results.get("markers", []):
+        ax.axvline(x, color="grey", lw=0.8, ls="--")
+        ax.text(x, ax.get_ylim()[0], f" {lab}", fontsize=8, color="grey", va="bottom")
+    ax.set_xscale("log")
+    ax.set_xlabel("deployable compression (unpruned stored params / minimized stored params, log)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--dense-epochs", type=int, default=15)
+    ap.add_argument("--ft-epochs", type=int, default=2)
+    ap.add_argument("--train-epochs", type=int, default=3)
+    ap.add_argument("--schedule", type=float, default=0.98)
+    ap.add_argument("--shrink", type=float, default=0.6,
+                    help="size-targeted schedule: each cycle keeps about this share of the deployable size "
+                         "(ShrinkTarget); overrides --schedule")
+    ap.add_argument("--release-scale", type=float, default=0.05)
+    ap.add_argument("--max-cycles", type=int, default=9)
+    ap.add_argument("--floor", type=float, default=0.80)
+    ap.add_argument("--single-sparsities", type=float, nargs="+", default=[0.98, 0.99, 0.995, 0.997, 0.998, 0.999])
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--wd", type=float, default=0.05)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="tools/results/fc.json")
+    ap.add_argument("--plot", default=None)
+    ap.add_argument("--ckpt-dir", default="tools/results/ckpt")
+    ap.add_argument("--resume", action="store_true", help="resume Squeeze-Release runs from --ckpt-dir")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--plot-only", action="store_true", help="redraw --plot from --out")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.plot_only:
+        with open(args.out) as f:
+            plot(json.load(f), args.plot, "LeNet-300-100, Fashion-MNIST")
+        return
+    torch.set_num_threads(args.threads)
+    xtr, ytr = load_fashion_mnist("train", args.data_dir, flatten=True, limit=args.train_limit)
+    xte, yte = load_fashion_mnist("test", args.data_dir, flatten=True)
+    results = {"model": "LeNet-300-100 (784-300-100-10)", "dataset": "Fashion-MNIST",
+               "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "args": vars(args),
+               "machine": machine(), "date": datetime.date.today().isoformat(), "runs": [],
+               "markers": [[10, "10x"], [39, "39x (paper, MNIST)"]]}
+    t0 = time.perf_counter()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    for seed in args.seeds:
+        results["runs"].append(run_seed(seed, args, (xtr, ytr, xte, yte)))
+        results["time_s"] = time.perf_counter() - t0
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+    if args.plot:
+        plot(results, args.plot, f"LeNet-300-100, Fashion-MNIST ({results['date']}, {len(args.seeds)} seeds)")
+    log.info("done in %.0fs -> %s", time.perf_counter() - t0, args.out)
+
+
+if __name__ == "__main__":
+    main()
