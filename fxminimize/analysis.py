@@ -280,7 +280,8 @@ class ChannelAnalysis:
             self.claimed[c] = attention.INTERIOR
             self.ax.pop(c, None)
             self.native.pop(c, None)
-        self.claimed[o_in] = attention.AttentionOut(region, {k: by_name[v] for k, v in region.src.items()})
+        operands = [by_name[m].args[i] for m, i, _ in region.posops]
+        self.claimed[o_in] = attention.AttentionOut(region, {k: by_name[v] for k, v in region.src.items()}, operands)
         self.regions[o_in.name] = region
 
     def _allocate(self) -> None:
@@ -401,11 +402,17 @@ class ChannelAnalysis:
 
 
 class _OutputRule(rules.Rule):
+    """Model outputs are used, except channels that are CONST: the rewrite recomputes those
+    (``passes/output_restore``), so the model's interface keeps its full width."""
+
     kind = "output"
 
     def require(self, a, n, kept):
         for x in tensor_inputs(n):
-            a.need(x, None, n)
+            if x in a.off and a.native.get(x):
+                a.need(x, ~a.const_of(x)[0], n)
+            else:
+                a.need(x, None, n)
 
 
 _OUTPUT = _OutputRule()

@@ -9,7 +9,7 @@ consumer, so the passes are independent of each other's order.
 """
 from .base import PassResult
 from . import (linear, conv, batchnorm, channel_params, concat, reshape, split, input_gather, embedding,
-               attention, layernorm, reduce, tie, cleanup)
+               attention, layernorm, reduce, output_restore, tie, cleanup)
 
 PIPELINE = (
     linear.run,
@@ -20,6 +20,7 @@ PIPELINE = (
     reshape.run,
     split.run,
     input_gather.run,
+    output_restore.run,
     embedding.run,
     attention.run,
     layernorm.run,

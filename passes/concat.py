@@ -19,8 +19,15 @@ def run(gm, plan) -> PassResult:
             continue  # on the channel dim the (already shrunk) inputs need no change
         keep = index(plan.kept(n))
         for x in list(n.args[0]):
-            if getattr(x, "op", None) == "get_attr":
-                t = get_tensor(gm, str(x.target)).detach()
-                replace_const(gm, n, x, t.index_select(ax, keep))
+            user, attr = n, x
+            if getattr(x, "op", None) == "call_function" and getattr(x.args[0], "op", None) == "get_attr":
+                user, attr = x, x.args[0]  # expand(constant): slice the constant, fix the size
+                sizes = list(x.args[1])
+                if isinstance(sizes[ax], int) and sizes[ax] != -1:
+                    sizes[ax] = len(keep)
+                    x.args = (x.args[0], sizes) + tuple(x.args[2:])
+            if getattr(attr, "op", None) == "get_attr":
+                t = get_tensor(gm, str(attr.target)).detach()
+                replace_const(gm, user, attr, t.index_select(ax, keep))
                 changed += 1
     return PassResult(gm, changed > 0, {"concat_consts_sliced": changed})

@@ -88,6 +88,19 @@ class _NoMatch(Exception):
     pass
 
 
+def _noop_slice(n) -> bool:
+    """x[a:b] that keeps the whole dim (start 0, end past the size, step 1)."""
+    if not isinstance(n, fx.Node) or n.target is not aten.slice.Tensor:
+        return False
+    p = bind(n)
+    x = n.args[0]
+    d = int(p["dim"]) % len(shape(x))
+    size = static_int(shape(x)[d])
+    end = p["end"]
+    return (p["start"] in (None, 0) and p["step"] == 1 and isinstance(end, int)
+            and (end >= _BIG or (size is not None and end >= size)))
+
+
 def _dname(stream: str) -> str:
     return "V" if stream == "v" else "D"
 
@@ -150,19 +163,21 @@ class _Matcher:
         if t in _PASS or t is aten.neg.default or (t is aten.dropout.default and not bind(n).get("train")):
             f = self.form(x, stream)
             return f
+        if _noop_slice(n):
+            return self.form(x, stream)
         if t is aten.slice.Tensor:
             f = self.form(x, stream)
             p = bind(n)
             D = _int(shape(x)[f.ddim])
             if int(p["dim"]) % len(shape(x)) != f.ddim or f.half or p["step"] != 1:
-                raise _NoMatch("slice of the head dim other than RoPE halves")
+                raise _NoMatch(f"slice {n.name} of the head dim other than RoPE halves")
             s, e = int(p["start"] or 0), int(p["end"] if p["end"] is not None else _BIG)
             if (s, min(e, D)) == (0, D // 2):
                 half = "lo"
             elif s == D // 2 and e >= D:
                 half = "hi"
             else:
-                raise _NoMatch("slice of the head dim other than RoPE halves")
+                raise _NoMatch(f"slice {n.name} [{s}:{e}] of the head dim other than RoPE halves")
             self.slices.append((n, half))
             return _Form(f.stream, f.hdim, f.ddim, f.heads, half)
         if t is aten.cat.default:
@@ -201,7 +216,7 @@ class _Matcher:
             return f
         if t in _VIEW and isinstance(x, fx.Node) and getattr(x, "target", None) is aten.expand.default:
             # repeat_kv: x[:, :, None].expand(B, G, rep, T, D).reshape(B, G·rep, T, D)
-            un = x.args[0]
+            un = self.skip_noop(x.args[0])
             if getattr(un, "target", None) is not aten.unsqueeze.default or int(un.args[1]) != 2:
                 raise _NoMatch("expand inside attention other than repeat_kv")
             f = self.form(un.args[0], stream)
@@ -218,6 +233,13 @@ class _Matcher:
             return f
         raise _NoMatch(f"op {getattr(t, '__name__', t)} inside attention")
 
+    def skip_noop(self, n):
+        """Claim full-range slices (``x[:, :, None]`` exports them) and return what they read."""
+        while _noop_slice(n):
+            self.claim(n)
+            n = n.args[0]
+        return n
+
     def _is_interior(self, v, stream) -> bool:
         """True when v derives from this stream's head split (cos/sin and masks do not)."""
         seen, todo = set(), [v]
@@ -228,7 +250,7 @@ class _Matcher:
             seen.add(m)
             if m in self.forms:
                 return True
-            if m.op != "call_function" or self.a.axis_of(m) is not None:
+            if m.op != "call_function" or (self.a.axis_of(m) == 2 and len(shape(m)) == 3):
                 continue
             if m.target in _VIEW and m.args and isinstance(m.args[0], fx.Node) \
                     and self.a.axis_of(m.args[0]) == 2 and len(shape(m)) == 4:
@@ -314,9 +336,10 @@ class AttentionOut(Rule):
 
     kind = "attention_out"
 
-    def __init__(self, region: Region, nodes: dict):
+    def __init__(self, region: Region, nodes: dict, operands: list):
         self.region = region
         self.q, self.k, self.v = nodes["q"], nodes["k"], nodes["v"]
+        self.operands = operands  # cos/sin and other per-dim operands: read whole
 
     def axis(self, a, n):
         return 2
@@ -337,6 +360,8 @@ class AttentionOut(Rule):
         Kq = a.kept_now[sl(self.q)].reshape(r.Hq, r.D)
         Kk = a.kept_now[sl(self.k)].reshape(r.Hkv, r.D)
         Kv = a.kept_now[sl(self.v)].reshape(r.Hkv, r.Dv)
+        for x in self.operands:
+            a.need(x, None, n)
         groups = np.zeros(r.Hkv, bool)
         groups[g_of[Ko.any(1) | Kq.any(1)]] = True
         groups |= Kk.any(1) | Kv.any(1)

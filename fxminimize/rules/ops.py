@@ -283,7 +283,7 @@ UNARY_TARGETS = [
     aten.hardswish.default, aten.hardsigmoid.default, aten.elu.default, aten.mish.default,
     aten.softplus.default, aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default,
     aten.clone.default, aten.contiguous.default, aten.alias.default, aten.detach.default,
-    aten.neg.default, aten.abs.default, aten.exp.default,
+    aten.neg.default, aten.abs.default, aten.exp.default, aten.cos.default, aten.sin.default,
     aten.to.dtype, aten._to_copy.default, aten.square.default, aten.to.dtype_layout, aten.to.device,
     aten.pow.Tensor_Scalar, aten.rsqrt.default, aten.sqrt.default,
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
@@ -811,10 +811,20 @@ class CatRule(Rule):
     """torch.cat on the channel dim: input i's channel k is output channel offset_i + k.
 
     On another dim, every input must carry the same channels (coupled one to one); constant
-    tensors among them are sliced by the rewrite.
+    tensors among them (also ``expand`` of a constant: a class token broadcast over the batch)
+    are sliced by the rewrite, and their channel c is CONST(v) when uniform over other dims.
     """
 
     kind = "concat"
+
+    @staticmethod
+    def const_input(a, x):
+        """The constant tensor behind input x (a get_attr, or expand of one), else None."""
+        t = a.tensor(x)
+        if t is None and isinstance(x, fx.Node) and x.op == "call_function" and x.target is aten.expand.default \
+                and a.tensor(x.args[0]) is not None and a.tensor(x.args[0]).dim() == _nd(x):
+            t = a.tensor(x.args[0])
+        return t
 
     def dim(self, n):
         return int(bind(n).get("dim", 0)) % _nd(n)
@@ -825,18 +835,18 @@ class CatRule(Rule):
     def axis(self, a, n):
         d = self.dim(n)
         xs = self.inputs(n)
-        axes = {a.axis_of(x) for x in xs if a.tensor(x) is None}
+        axes = {a.axis_of(x) for x in xs if self.const_input(a, x) is None}
         if axes == {d}:
             return d
         if len(axes) == 1 and None not in axes:
             ax = axes.pop()
-            if all(a.tensor(x) is None or shape(x)[ax] == shape(n)[ax] for x in xs):
+            if all(self.const_input(a, x) is None or self.const_input(a, x).shape[ax] == shape(n)[ax] for x in xs):
                 return ax
         a.hint_barrier(n, "concat inputs do not share a channel dim")
         return None
 
     def declare(self, a, n, inp):
-        return self.dim(n) if a.tensor(inp) is None else None
+        return self.dim(n) if self.const_input(a, inp) is None else None
 
     def offsets(self, a, n):
         offs, o = [], 0
@@ -869,14 +879,22 @@ class CatRule(Rule):
                 vs.append(v)
             a.set_value(n, np.concatenate(ms), np.concatenate(vs))
         else:
-            C = a.size[n]
-            if any(x not in a.off for x in xs):
-                a.set_value(n, np.zeros(C, bool), np.zeros(C))
-                return
-            m = np.logical_and.reduce([a.const_of(x)[0] for x in xs])
-            v0 = a.const_of(xs[0])[1]
-            for x in xs[1:]:
-                m &= a.const_of(x)[1] == v0
+            C, ax = a.size[n], a.ax[n]
+            vals = []
+            for x in xs:
+                t = self.const_input(a, x)
+                if x in a.off:
+                    vals.append(a.const_of(x))
+                elif t is not None:
+                    tm = t.detach().double().movedim(ax, 0).reshape(C, -1)
+                    vals.append(((tm == tm[:, :1]).all(1).numpy(), tm[:, 0].numpy()))
+                else:
+                    a.set_value(n, np.zeros(C, bool), np.zeros(C))
+                    return
+            m = np.logical_and.reduce([mv[0] for mv in vals])
+            v0 = vals[0][1]
+            for _, v in vals[1:]:
+                m &= v == v0
             a.set_value(n, m, v0)
 
     def require(self, a, n, kept):
