@@ -275,3 +275,64 @@ def test_gpt2_lm_head_stays_tied():
     names = [n for n in result.module.graph.nodes if n.op == "get_attr" and "lm_head" in str(n.target)]
     assert len({str(n.target) for n in names}) == 1, [str(n.target) for n in names]
     assert len([k for k in params if k.startswith("lm_head")]) == 1
+
+
+class _Attn(torch.nn.Module):
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.h, self.d = heads, dim // heads
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x):
+        B, T, _ = x.shape
+
+        def split(t):
+            return t.view(B, T, self.h, self.d).transpose(1, 2)
+
+        y = torch.nn.functional.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+
+def test_attention_unequal_heads():
+    """Heads zero different qk dims: the kept set is heads × union of needed dims (exact)."""
+    torch.manual_seed(0)
+    m = _Attn().eval()
+    with torch.no_grad():
+        # head 0 loses q dims {0, 1}, head 1 loses {1}, heads 2 and 3 lose {1, 2} (k CONST there)
+        for h, dims in {0: [0, 1], 1: [1], 2: [1, 2], 3: [1, 2]}.items():
+            rows = [h * 8 + d for d in dims]
+            if h < 2:
+                m.q.weight[rows] = 0
+                m.q.bias[rows] = 0
+            else:
+                m.k.weight[rows] = 0
+        m.o.weight[:, 8:16] = 0  # head 1 unused
+    x = torch.randn(2, 6, 32)
+    r = fxminimize.minimize(m, (x,))
+    compare(m, r.module, (torch.randn(5, 6, 32),))
+    # dim 1 is removable in every kept head (0, 2, 3); dim 0 only in head 0 and dim 2 only in
+    # heads 2, 3: the union keeps them, so 3 heads × 7 dims
+    sd = r.module.state_dict()
+    assert tuple(sd["q.weight"].shape) == (21, 32)
+    assert tuple(sd["k.weight"].shape) == (21, 32)
+    assert tuple(sd["v.weight"].shape) == (24, 32)
+    assert tuple(sd["o.weight"].shape) == (32, 24)
+
+
+def test_attention_dropout_in_training_is_a_barrier():
+    torch.manual_seed(0)
+
+    class Drop(_Attn):
+        def forward(self, x):
+            B, T, _ = x.shape
+            s = lambda t: t.view(B, T, self.h, self.d).transpose(1, 2)  # noqa: E731
+            y = torch.nn.functional.scaled_dot_product_attention(s(self.q(x)), s(self.k(x)), s(self.v(x)),
+                                                                 dropout_p=0.5)
+            return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+    m = Drop().eval()
+    with torch.no_grad():
+        m.o.weight[:, 8:16] = 0
+    plan = fxminimize.analyze(fxminimize.capture.capture(m, (torch.randn(2, 6, 32),)).gm)
+    reasons = [b.reason for b in plan.barriers if "scaled_dot_product_attention" in b.op]
+    assert reasons and "attention dropout" in reasons[0]
