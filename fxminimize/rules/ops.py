@@ -835,9 +835,10 @@ class CatRule(Rule):
     def axis(self, a, n):
         d = self.dim(n)
         xs = self.inputs(n)
-        axes = {a.axis_of(x) for x in xs if self.const_input(a, x) is None}
+        axes = {a.axis_of(x) for x in xs if a.tensor(x) is None}
         if axes == {d}:
             return d
+        axes = {a.axis_of(x) for x in xs if self.const_input(a, x) is None}
         if len(axes) == 1 and None not in axes:
             ax = axes.pop()
             if all(self.const_input(a, x) is None or self.const_input(a, x).shape[ax] == shape(n)[ax] for x in xs):
@@ -846,7 +847,12 @@ class CatRule(Rule):
         return None
 
     def declare(self, a, n, inp):
-        return self.dim(n) if self.const_input(a, inp) is None else None
+        if a.tensor(inp) is not None:
+            return None
+        if self.const_input(a, inp) is not None and any(
+                a.axis_of(x) is not None and a.axis_of(x) != self.dim(n) for x in self.inputs(n)):
+            return None  # a broadcast constant beside inputs tracked on another dim (class token)
+        return self.dim(n)
 
     def offsets(self, a, n):
         offs, o = [], 0
