@@ -250,7 +250,7 @@ class ChannelAnalysis:
 
     def _axes(self) -> None:
         for n in self.nodes:
-            if n.op == "call_function" and n.target is attention.SDPA and n not in self.claimed:
+            if n.op == "call_function" and n not in self.claimed and attention.is_candidate(n):
                 self._claim_attention(n)
             if n.op == "call_function" and is_tensor(n):
                 ax = self.rule(n).axis(self, n)

@@ -63,7 +63,8 @@ def run(gm, plan) -> PassResult:
             args = list(n.args)
             args[i] = g
             n.args = tuple(args)
-        sd = nodes[r.sdpa]
-        sd.kwargs = {**sd.kwargs, "scale": r.scale}
+        if r.scale is not None:  # sdpa: pin the original 1/√D; hand-written attention has its own
+            sd = nodes[r.sdpa]
+            sd.kwargs = {**sd.kwargs, "scale": r.scale}
         changed += 1
     return PassResult(gm, changed > 0, {"attention_rewritten": changed})

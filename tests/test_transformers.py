@@ -336,3 +336,33 @@ def test_attention_dropout_in_training_is_a_barrier():
     plan = fxminimize.analyze(fxminimize.capture.capture(m, (torch.randn(2, 6, 32),)).gm)
     reasons = [b.reason for b in plan.barriers if "scaled_dot_product_attention" in b.op]
     assert reasons and "attention dropout" in reasons[0]
+
+
+class _HandWritten(_Attn):
+    """softmax(q kᵀ / √d + mask) v written out, as many research models do."""
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        s = lambda t: t.view(B, T, self.h, self.d).transpose(1, 2)  # noqa: E731
+        mask = torch.triu(torch.full((T, T), float("-inf")), 1)
+        a = (s(self.q(x)) @ s(self.k(x)).transpose(-2, -1)) / self.d ** 0.5 + mask
+        y = a.softmax(-1) @ s(self.v(x))
+        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+
+def test_hand_written_attention():
+    torch.manual_seed(0)
+    m = _HandWritten().eval()
+    with torch.no_grad():
+        m.o.weight[:, 16:24] = 0                      # head 2 unused
+        m.q.weight[_heads_rows([3])] = 0              # q dim 3 ZERO in every head
+        m.q.bias[_heads_rows([3])] = 0
+        m.v.weight[_heads_rows([0])] = 0              # v dim 0 CONST(bias): folded into o's bias
+    x = torch.randn(2, 6, 32)
+    r = fxminimize.minimize(m, (x,))
+    compare(m, r.module, (torch.randn(3, 6, 32),))
+    sd = r.module.state_dict()
+    assert tuple(sd["q.weight"].shape) == (3 * 7, 32)
+    assert tuple(sd["k.weight"].shape) == (3 * 7, 32)
+    assert tuple(sd["v.weight"].shape) == (3 * 7, 32)
+    assert tuple(sd["o.weight"].shape) == (32, 3 * 7)

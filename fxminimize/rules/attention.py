@@ -65,7 +65,7 @@ class Region:
     D: int
     Dv: int
     rope: bool
-    scale: float
+    scale: Optional[float]
     views: list = field(default_factory=list)     # (node, {out dim: ("H"|"G"|"D"|"V"|"HV")})
     slices: list = field(default_factory=list)    # (node, "lo" | "hi")
     posops: list = field(default_factory=list)    # (mul node, operand index, operand dim of D)
@@ -259,16 +259,47 @@ class _Matcher:
             todo.extend(x for a in m.args if isinstance(a, (list, tuple)) for x in a if isinstance(x, fx.Node))
         return False
 
+    def sdpa_args(self) -> dict:
+        """query/key/value/enable_gqa of an sdpa call, or of hand-written attention
+        ``softmax(q @ kᵀ ∘ c [+ mask]) @ v`` (∘ a multiplication or division by a number; the
+        scale is then part of the graph and unaffected by the head dim)."""
+        n = self.sdpa
+        if n.target is SDPA:
+            p = bind(n)
+            if p["dropout_p"]:
+                raise _NoMatch("attention dropout")
+            return {"query": p["query"], "key": p["key"], "value": p["value"], "kT": False,
+                    "enable_gqa": p["enable_gqa"], "scale": p["scale"]}
+        probs, v = n.args[0], n.args[1]
+        if probs.target not in (aten.softmax.int, aten._softmax.default) or int(probs.args[1]) % 4 != 3:
+            raise _NoMatch("matmul is not softmax(...) @ v")
+        self.claim(probs)
+        s = probs.args[0]
+        if s.target is aten.add.Tensor:
+            inner = [x for x in s.args if isinstance(x, fx.Node) and x.target in (aten.div.Tensor, aten.mul.Tensor,
+                                                                                  aten.matmul.default)]
+            if len(inner) != 1:
+                raise _NoMatch("attention scores with an unknown addend")
+            self.claim(s)
+            s = inner[0]
+        if s.target in (aten.div.Tensor, aten.mul.Tensor):
+            if not isinstance(s.args[1], (int, float)):
+                raise _NoMatch("attention scores scaled by a tensor")
+            self.claim(s)
+            s = s.args[0]
+        if s.target is not aten.matmul.default:
+            raise _NoMatch("attention scores are not q @ kᵀ")
+        self.claim(s)
+        return {"query": s.args[0], "key": s.args[1], "value": v, "kT": True, "enable_gqa": False, "scale": None}
+
     def run(self) -> Region:
-        p = bind(self.sdpa)
-        if p["dropout_p"]:
-            raise _NoMatch("attention dropout")
+        p = self.sdpa_args()
         fq = self.form(p["query"], "q")
         fk = self.form(p["key"], "k")
         fv = self.form(p["value"], "v")
-        for f in (fq, fk, fv):
-            if (f.hdim, f.ddim, f.half) != (1, 3, None):
-                raise _NoMatch("sdpa inputs are not (B, H, T, D)")
+        for f, want in ((fq, 3), (fk, 2 if p["kT"] else 3), (fv, 3)):
+            if (f.hdim, f.ddim, f.half) != (1, want, None):
+                raise _NoMatch("attention inputs are not (B, H, T, D)")
         if set(self.src) != {"q", "k", "v"}:
             raise _NoMatch("projection not found")
         (Hq, D), (Hkv, Dk), (Hv, Dv) = self.size["q"], self.size["k"], self.size["v"]
@@ -301,12 +332,22 @@ class _Matcher:
             if any(u not in self.claimed and u is not o_in for u in m.users):
                 raise _NoMatch(f"{m.name} inside attention is read elsewhere")
         scale = p["scale"] if p["scale"] is not None else 1.0 / math.sqrt(D)
+        if self.sdpa.target is not SDPA:
+            scale = None  # hand-written: the graph holds its own scale
         return Region(self.sdpa.name, o_in.name, {k: v.name for k, v in self.src.items()}, Hq, Hkv, D, Dv,
-                      self.rope, float(scale),
+                      self.rope, scale,
                       [(m.name, dims) for m, dims in self.views],
                       [(m.name, h) for m, h in self.slices],
                       [(m.name, i, k) for m, i, k in self.posops],
                       [m.name for m in self.claimed])
+
+
+def is_candidate(n: fx.Node) -> bool:
+    """sdpa, or the ``probs @ v`` matmul of hand-written attention."""
+    if n.target is SDPA:
+        return True
+    return (n.target is aten.matmul.default and isinstance(n.args[0], fx.Node)
+            and n.args[0].target in (aten.softmax.int, aten._softmax.default) and len(shape(n)) == 4)
 
 
 def match(a, sdpa: fx.Node) -> Optional[tuple[Region, list, fx.Node]]:
