@@ -1,6 +1,7 @@
 """Public entry points: :func:`minimize`, :class:`MinimizeResult`, :func:`load`."""
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .analysis import Plan, analyze
+from .canonicalize import canonicalize
 from .capture import _batch_is_dynamic, batch_dynamic_shapes, capture
 from .errors import MinimizationError
 from .explain import describe_graph
@@ -72,7 +74,11 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     check_model(model)
     work = masked_copy(model, masks)
     check_model(work)
-    cap = capture(work, example_inputs, dynamic_batch=dynamic_batch)
+    canon, canon_notes = work, []
+    if any(type(m) is nn.MultiheadAttention for m in work.modules()):
+        canon = copy.deepcopy(work)  # verification still compares against the unchanged copy
+        canon_notes = canonicalize(canon)
+    cap = capture(canon, example_inputs, dynamic_batch=dynamic_batch)
     t1 = time.perf_counter()
     try:
         plan = analyze(cap.gm)
@@ -86,6 +92,7 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
                if len(plan.keep[name]) < plan.size[name]}
     report = Report(params_before=count_stored(work), params_after=count_stored(small), groups=plan.groups,
                     barriers=plan.barriers, removed=removed, plan=plan, graph=describe_graph(cap.gm))
+    report.notes.extend(canon_notes)
     if not plan.anything_removed:
         report.notes.append("nothing to remove: no channel is unused or constant-foldable; "
                             "the returned model is equal to the input")

@@ -366,3 +366,39 @@ def test_hand_written_attention():
     assert tuple(sd["k.weight"].shape) == (3 * 7, 32)
     assert tuple(sd["v.weight"].shape) == (3 * 7, 32)
     assert tuple(sd["o.weight"].shape) == (32, 3 * 7)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_nn_multihead_attention(batch_first):
+    """nn.MultiheadAttention is split into q/k/v projections (same weights) and minimized."""
+    torch.manual_seed(0)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(32, 4, batch_first=batch_first)
+            self.fc = torch.nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.fc(self.attn(x, x, x, need_weights=False)[0])
+
+    m = Block().eval()
+    with torch.no_grad():
+        m.attn.out_proj.weight[:, 0:8] = 0                          # head 0 unused
+        m.attn.in_proj_weight[_heads_rows([4])] = 0                 # q dim 4 ZERO
+        m.attn.in_proj_bias[_heads_rows([4])] = 0
+    x = torch.randn(2, 6, 32) if batch_first else torch.randn(6, 2, 32)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    if not batch_first:  # the batch is dim 1: keep it static
+        r = fxminimize.minimize(m, (x,), dynamic_batch=False)
+        compare(m, r.module, (torch.randn(6, 2, 32),))
+    else:
+        r = fxminimize.minimize(m, (x,))
+        compare(m, r.module, (torch.randn(3, 6, 32),))
+    sd = r.module.state_dict()
+    assert tuple(sd["attn.q_proj.weight"].shape) == (3 * 7, 32)
+    assert tuple(sd["attn.v_proj.weight"].shape) == (3 * 8, 32)
+    assert tuple(sd["attn.out_proj.weight"].shape) == (32, 24)
+    assert any("MultiheadAttention" in n for n in r.report.notes)
+    assert type(m.attn) is torch.nn.MultiheadAttention  # the user's model is untouched
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in before.items())
