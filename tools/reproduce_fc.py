@@ -31,6 +31,7 @@ import os
 import platform
 import sys
 import time
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -57,11 +58,23 @@ class GatherMLP(nn.Module):
 
 
 def keep_index(module: nn.Module, n_in: int) -> torch.Tensor:
-    """The kept input pixels of a minimized LeNet (its input-gather buffer), or all of them."""
-    for name, b in module.named_buffers():
-        if b.dtype == torch.int64 and b.dim() == 1 and name.startswith("fxm_keep"):
-            return b
-    return torch.arange(n_in)
+    """The input pixels a minimized LeNet reads: the composition of its chained input gathers
+    (``index_select`` on the input, then on that, ... — one per cycle that removed pixels)."""
+    import operator
+
+    idx = torch.arange(n_in)
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return idx
+    chain = {n for n in graph.nodes if n.op == "placeholder"}
+    for n in graph.nodes:
+        if n.op == "call_function" and n.target is operator.getitem and n.args[0] in chain:
+            chain.add(n)
+        elif (n.op == "call_function" and "index_select" in str(n.target) and n.args[0] in chain
+              and n.args[2].op == "get_attr"):
+            idx = idx[getattr(module, n.args[2].target)]
+            chain.add(n)
+    return idx
 
 
 def machine() -> str:
@@ -141,6 +154,7 @@ def run_seed(seed: int, args, data) -> dict:
         shapes = rec.shapes
         h1, h2 = shapes["fc1.weight"][0], shapes["fc2.weight"][0]
         keep = keep_index(m, 784) if m is not None else torch.arange(shapes["fc1.weight"][1])
+        assert len(keep) == shapes["fc1.weight"][1], (len(keep), shapes["fc1.weight"])
         torch.manual_seed(seed + 1000)
         net = GatherMLP(keep, h1, h2)
         t0 = time.perf_counter()
@@ -190,6 +204,59 @@ def plot(results: dict, path: str, title: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _interp_acc(points, ratio):
+    """Accuracy at ``ratio`` interpolated in log(ratio) between the two nearest points, or None."""
+    import math
+    pts = sorted(points)
+    for (r0, a0), (r1, a1) in zip(pts, pts[1:]):
+        if r0 <= ratio <= r1:
+            t = (math.log(ratio) - math.log(r0)) / (math.log(r1) - math.log(r0)) if r1 > r0 else 0.0
+            return a0 + t * (a1 - a0)
+    return None
+
+
+def summarize(results: dict, drop: float = 0.01, at_ratio: Optional[float] = None) -> str:
+    """Markdown: per seed, the largest compression within ``drop`` of the dense accuracy for each
+    method, and the accuracy interpolated at ``at_ratio``; then mean and spread over seeds."""
+    import statistics as st
+
+    rows, best = [], {"sr": [], "sp": [], "sc": [], "dense": [], "at": [], "at_sp": [], "at_sc": []}
+    for run in results["runs"]:
+        d = run["dense"]
+        floor = d["accuracy"] - drop
+        sr_pts = [(r["ratio"], r["accuracy"]) for r in run["squeeze_release"]["history"]]
+        sp_pts = [(1.0, d["accuracy"])] + [(r["ratio"], r["accuracy"]) for r in run["single_pass"]]
+        sc_pts = [(1.0, d["accuracy"])] + [(d["params"] / r["params"], r["accuracy"]) for r in run["scratch"]]
+        b = [max([r for r, a in pts if a >= floor], default=1.0) for pts in (sr_pts, sp_pts, sc_pts)]
+        best["dense"].append(d["accuracy"])
+        for k, v in zip(("sr", "sp", "sc"), b):
+            best[k].append(v)
+        at = [None, None, None]
+        if at_ratio:
+            at = [_interp_acc(pts, at_ratio) for pts in (sr_pts, sp_pts, sc_pts)]
+            for k, v in zip(("at", "at_sp", "at_sc"), at):
+                best[k].append(v)
+        fmt = lambda a: "not reached" if a is None else f"{100 * a:.2f}%"  # noqa: E731
+        rows.append(f"| {run['seed']} | {100 * d['accuracy']:.2f}% | {b[0]:.1f}x | {b[1]:.1f}x | {b[2]:.1f}x"
+                    + (f" | {fmt(at[0])} | {fmt(at[1])} | {fmt(at[2])} |" if at_ratio else " |"))
+
+    def ms(xs, pct=False):
+        xs = [x for x in xs if x is not None]
+        if not xs:
+            return "n/a"
+        m = st.mean(xs) * (100 if pct else 1)
+        s = (st.stdev(xs) if len(xs) > 1 else 0.0) * (100 if pct else 1)
+        return f"{m:.2f}{'%' if pct else 'x'} ± {s:.2f}"
+
+    head = ("| seed | dense acc | SR: max ratio within {p} pt | single pass | scratch, same shape"
+            .format(p=100 * drop))
+    head += (f" | SR acc at {at_ratio}x | single pass at {at_ratio}x | scratch at {at_ratio}x |" if at_ratio else " |")
+    sep = "|" + "---|" * (head.count("|") - 1)
+    mean = (f"| mean ± sd | {ms(best['dense'], True)} | {ms(best['sr'])} | {ms(best['sp'])} | {ms(best['sc'])}"
+            + (f" | {ms(best['at'], True)} | {ms(best['at_sp'], True)} | {ms(best['at_sc'], True)} |" if at_ratio else " |"))
+    return "\n".join([head, sep] + rows + [mean])
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
@@ -216,7 +283,14 @@ def main(argv=None) -> None:
     ap.add_argument("--resume", action="store_true", help="resume Squeeze-Release runs from --ckpt-dir")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--plot-only", action="store_true", help="redraw --plot from --out")
+    ap.add_argument("--summary", action="store_true", help="print the markdown summary of --out")
     args = ap.parse_args(argv)
+    if args.summary:
+        with open(args.out) as f:
+            res = json.load(f)
+        for drop in (0.01, 0.02):
+            print(summarize(res, drop, at_ratio=39.0 if drop == 0.01 else 10.0) + "\n")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.plot_only:
         with open(args.out) as f:
