@@ -1,0 +1,393 @@
+"""``torch.compile`` backend: ``torch.compile(model, backend="fxminimize")``.
+
+Registered by name through the ``torch_dynamo_backends`` entry point (pyproject.toml); the
+function itself is :func:`backend` and can be passed directly (``backend=fxminimize.compile_backend.backend``).
+
+For every graph dynamo captures (one per graph break):
+
+1. The graph passes through unchanged, with a logged reason, when autograd is enabled at compile
+   time (training, or no ``torch.no_grad()``/``torch.inference_mode()``), when it calls an op in
+   training mode (dropout, batch norm with ``training=True``), when it reads no parameters or
+   buffers, when it cannot be minimized exactly (:class:`~fxminimize.MinimizationError`, any
+   export failure), or when nothing can be removed.
+2. Otherwise its parameters and buffers are *frozen*: they become the attributes of a wrapper
+   module around the graph, and :func:`fxminimize.minimize` rewrites that wrapper (it re-exports
+   to aten, analyses, rewrites and verifies the result against the graph). The compiled
+   function then calls the minimized module on the graph's other inputs.
+3. ``options={"then": "inductor"}`` (any backend name or callable) hands the minimized graph, or
+   the unchanged one on pass-through, on to that backend.
+
+Outputs always equal eager: minimization is verified (:mod:`fxminimize.verify` tolerances), and
+at run time the compiled function falls back to the original graph if a frozen weight was
+modified in place or replaced since compiling (``Tensor._version`` / identity check), or if an
+input shape differs from the one the minimized graph was made for. Every decision is logged
+(logger ``fxminimize.compile_backend``) and recorded: :func:`history` returns one
+:class:`GraphRecord` per compiled graph, with the parameter counts before and after.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+_HISTORY: List["GraphRecord"] = []
+
+
+@dataclass
+class GraphRecord:
+    """What the backend did with one captured graph."""
+
+    index: int
+    status: str                      # "minimized" or "passthrough"
+    reason: str = ""
+    params_before: int = 0           # elements of the frozen parameters/buffers the graph read
+    params_after: int = 0            # elements of the parameters/buffers of the graph that runs
+    max_abs_error: float = 0.0
+    then: Optional[str] = None
+    fallbacks: int = 0               # run-time calls that fell back to the original graph
+    variants: int = 0                # sets of frozen weights it was minimized for
+    result: Any = field(default=None, repr=False)   # the MinimizeResult, when minimized
+
+    def __str__(self) -> str:
+        s = f"graph {self.index}: {self.status}"
+        if self.status == "minimized":
+            s += f", {self.params_before:,} -> {self.params_after:,} parameters"
+        if self.reason:
+            s += f" ({self.reason})"
+        return s
+
+
+def history() -> List[GraphRecord]:
+    """Records of the graphs compiled so far in this process (oldest first)."""
+    return list(_HISTORY)
+
+
+def clear_history() -> None:
+    _HISTORY.clear()
+
+
+# ----------------------------------------------------------------------------- helpers
+_SEG = re.compile(r"\._(?:modules|parameters|buffers)\['([^']*)'\]")
+
+
+def _source_name(node: fx.Node) -> str:
+    ga = node.meta.get("grapharg")
+    src = getattr(ga, "source", None)
+    if src is None:
+        return ""
+    name = getattr(src, "name", "")
+    return name() if callable(name) else str(name)
+
+
+def _frozen_kind(node: fx.Node, value) -> Optional[str]:
+    """'parameter' / 'buffer' for a placeholder that holds module state, else None."""
+    if not isinstance(value, torch.Tensor):
+        return None
+    src = _source_name(node)
+    if isinstance(value, nn.Parameter) or "._parameters[" in src:
+        return "parameter"
+    if "._buffers[" in src:
+        return "buffer"
+    return None
+
+
+def _fqn(node: fx.Node) -> str:
+    """``L['self']._modules['fc1']._parameters['weight']`` → ``fc1.weight``."""
+    segs = _SEG.findall(_source_name(node))
+    return ".".join(segs) if segs else ""
+
+
+def _training_op(gm: fx.GraphModule) -> Optional[str]:
+    """An op called with ``training=True`` (dropout, batch norm in training mode), if any."""
+    for n in gm.graph.nodes:
+        if n.op != "call_function" or not callable(n.target):
+            continue
+        try:
+            sig = inspect.signature(n.target)
+        except (TypeError, ValueError):
+            continue
+        names = [p for p in ("training", "train") if p in sig.parameters]
+        if not names:
+            continue
+        try:
+            bound = sig.bind(*n.args, **n.kwargs)
+            bound.apply_defaults()
+        except TypeError:
+            continue
+        flag = bound.arguments.get(names[0])
+        if flag is True or (isinstance(flag, fx.Node)):
+            return f"{getattr(n.target, '__name__', n.target)} in training mode ({n.name})"
+    return None
+
+
+def _numel(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel()
+    return total
+
+
+class _Frozen(nn.Module):
+    """The captured graph with its parameter/buffer inputs held as attributes.
+
+    ``forward(*user_inputs)`` rebuilds the graph's full argument list: frozen tensors from the
+    attributes, user tensors in order, and size placeholders (dynamic shapes) from the size of
+    the tensor they were taken from."""
+
+    def __init__(self, gm: fx.GraphModule, slots, frozen):
+        super().__init__()
+        self.graph_module = gm
+        self._slots = slots          # per placeholder: ("frozen", attr path) | ("user", j) | ("size", j, dim)
+        self._paths = []
+        for path, kind, t in frozen:
+            owner = self
+            *mods, leaf = path.split(".")
+            for m in mods:
+                if m not in owner._modules:
+                    owner.add_module(m, nn.Module())
+                owner = owner._modules[m]
+            if kind == "parameter":
+                owner.register_parameter(leaf, t if isinstance(t, nn.Parameter)
+                                         else nn.Parameter(t, requires_grad=False))
+            else:
+                owner.register_buffer(leaf, t)
+
+    def _call(self, *user):
+        args = []
+        for s in self._slots:
+            if s[0] == "frozen":
+                args.append(self.get_parameter(s[1]) if s[2] == "parameter" else self.get_buffer(s[1]))
+            elif s[0] == "user":
+                args.append(user[s[1]])
+            else:
+                args.append(user[s[1]].size(s[2]))
+        return self.graph_module(*args)
+
+
+
+def _frozen_module(gm, slots, frozen) -> _Frozen:
+    """A :class:`_Frozen` whose ``forward`` takes exactly the user inputs, by position (export
+    needs one named argument per input, not ``*args``)."""
+    n = sum(1 for s in slots if s[0] == "user")
+    names = ", ".join(f"x{i}" for i in range(n))
+    ns = {}
+    exec(f"def forward(self, {names}):\n    return self._call({names})\n", ns)  # noqa: S102 - fixed template
+    cls = type("FrozenGraph", (_Frozen,), {"forward": ns["forward"]})
+    return cls(gm, slots, frozen)
+
+
+def _plan_inputs(gm: fx.GraphModule, example_inputs):
+    """Classify the placeholders. Returns (slots, frozen, user_examples, dynamic_batch) or a reason."""
+    phs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(phs) != len(example_inputs):
+        return f"{len(phs)} placeholders but {len(example_inputs)} example inputs"
+    slots, frozen, user, user_src = [], [], [], {}
+    used_paths = set()
+    pending_sizes = []
+    for i, (n, v) in enumerate(zip(phs, example_inputs)):
+        kind = _frozen_kind(n, v)
+        if kind is not None:
+            path = _fqn(n) or re.sub(r"\W", "_", n.name)
+            if path in used_paths or any(p.startswith(path + ".") or path.startswith(p + ".") for p in used_paths):
+                path = re.sub(r"\W", "_", n.name)
+            used_paths.add(path)
+            frozen.append((path, kind, v.detach() if kind == "buffer" else v))
+            slots.append(("frozen", path, kind))
+        elif isinstance(v, torch.Tensor):
+            user_src[_source_name(n)] = len(user)
+            slots.append(("user", len(user)))
+            user.append(v)
+        elif isinstance(v, (int, torch.SymInt)):
+            src = getattr(n.meta.get("grapharg"), "source", None)
+            pending_sizes.append((i, src, n))
+            slots.append(None)
+        else:
+            return f"unsupported graph input {n.name} of type {type(v).__name__}"
+    dynamic_batch = False
+    for i, src, n in pending_sizes:
+        base = getattr(src, "base", None)
+        prop = getattr(getattr(src, "prop", None), "name", str(getattr(src, "prop", "")))
+        idx = getattr(src, "idx", None)
+        bname = base.name() if callable(getattr(base, "name", None)) else getattr(base, "name", None)
+        if base is None or "SIZE" not in str(prop).upper() or idx is None or bname not in user_src:
+            return f"size input {n.name} ({_source_name(n)}) is not the size of a graph input"
+        slots[i] = ("size", user_src[bname], int(idx))
+        dynamic_batch = dynamic_batch or int(idx) == 0
+    if not frozen:
+        return "the graph reads no parameters or buffers"
+    return slots, frozen, user, dynamic_batch
+
+
+def _lookup(then):
+    if then is None or callable(then):
+        return then
+    from torch._dynamo.backends.registry import lookup_backend
+    return lookup_backend(then)
+
+
+def _flat_module(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of a canonical module (pytree codegen) taking and returning flat tensors, as
+    dynamo backends expect."""
+    g = fx.Graph()
+    env = {}
+    for n in gm.graph.nodes:
+        if n.op == "output":
+            outs = torch.utils._pytree.tree_leaves(n.args[0])
+            g.output(tuple(env[o] if isinstance(o, fx.Node) else o for o in outs))
+        else:
+            env[n] = g.node_copy(n, lambda m: env[m])
+    return fx.GraphModule(gm, g, "FxMinimizedGraph")
+
+
+# ----------------------------------------------------------------------------- backend
+MAX_VARIANTS = 8
+"""Distinct sets of frozen weights one compiled graph is minimized for (see :func:`backend`)."""
+
+
+def backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, **kwargs) -> Callable:
+    """The ``fxminimize`` dynamo backend (see the module docstring).
+
+    ``options``: ``then`` (a backend name such as ``"inductor"``, or a backend callable; default
+    None: run the minimized graph eagerly), ``then_options`` (passed on to it as ``options``),
+    ``verify`` (default True; False skips the verification inside :func:`fxminimize.minimize`).
+
+    One dynamo graph can serve several modules of the same class (the blocks of a transformer
+    when a graph break splits the model per block), and weights can change after compiling.
+    The minimized graph is therefore keyed by the identity and version of the frozen tensors:
+    a new set is minimized (and verified) on its first call, up to :data:`MAX_VARIANTS` sets,
+    beyond which calls run the original graph.
+    """
+    options = dict(options or {})
+    then = options.pop("then", None)
+    then_options = options.pop("then_options", None)
+    do_verify = options.pop("verify", True)
+    if options:
+        raise ValueError(f"fxminimize backend: unknown options {sorted(options)} "
+                         "(known: then, then_options, verify)")
+    then_fn = _lookup(then)
+    then_name = then if isinstance(then, str) else getattr(then, "__name__", None)
+    rec = GraphRecord(index=len(_HISTORY), status="passthrough", then=then_name)
+    _HISTORY.append(rec)
+
+    def hand_on(module, inputs):
+        if then_fn is None:
+            return module.forward
+        return then_fn(module, list(inputs), **({"options": then_options} if then_options else {}))
+
+    def passthrough(reason: str, level=logging.INFO):
+        rec.reason = reason
+        log.log(level, "fxminimize backend: graph %d passed through unchanged: %s", rec.index, reason)
+        return hand_on(gm, example_inputs)
+
+    if torch.is_grad_enabled():
+        return passthrough("autograd is enabled (training, or no torch.no_grad()/inference_mode()): "
+                           "weights cannot be frozen")
+    why = _training_op(gm)
+    if why:
+        return passthrough(f"{why}: the model is in training mode")
+    planned = _plan_inputs(gm, example_inputs)
+    if isinstance(planned, str):
+        return passthrough(planned)
+    slots, frozen, _, dynamic_batch = planned
+    frozen_pos = [i for i, s in enumerate(slots) if s[0] == "frozen"]
+    user_pos = [i for i, s in enumerate(slots) if s[0] == "user"]
+    fallback_fn = gm.forward
+
+    def key_of(args):
+        return tuple((id(args[i]), args[i]._version) for i in frozen_pos)
+
+    def make_variant(args):
+        """Minimize the graph for the frozen tensors in ``args``: a runner, or a reason string."""
+        user = [args[i] for i in user_pos]
+        user = [t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t for t in user]
+        tensors = [(path, kind, args[i].detach() if kind == "buffer" else args[i])
+                   for (path, kind, _), i in zip(frozen, frozen_pos)]
+        from .api import minimize
+        from .errors import MinimizationError
+        try:
+            wrapper = _frozen_module(gm, slots, tensors).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # export cannot trace inference tensors, and must not see dynamo's tracing context
+                with torch.inference_mode(False), torch._guards.tracing(None):
+                    res = minimize(wrapper, tuple(user), verify_result=do_verify, dynamic_batch=dynamic_batch)
+        except MinimizationError as exc:
+            return f"cannot be minimized exactly: {str(exc).splitlines()[0]}", None
+        except Exception as exc:  # noqa: BLE001 - any failure falls back to the unchanged graph
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            return f"minimization failed ({type(exc).__name__}: {first})", None
+        if not res.plan.anything_removed:
+            return "nothing to remove", None
+        small = res.module
+        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in user]
+        free_dim0 = res.dynamic_batch
+        compiled = {}   # input shapes → function of the next backend (it may specialise shapes)
+        eager = _flat_module(small).forward if then_fn is None else None
+
+        def runner(xs):
+            for s, a in zip(shapes, xs):
+                if s is not None and (a.dim() != len(s) or
+                                      any(a.shape[d] != s[d] for d in range(1 if free_dim0 else 0, len(s)))):
+                    return None, f"input shape {tuple(a.shape)} differs from the compiled {s}"
+            if eager is not None:
+                return eager(*xs), None
+            k = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else x for x in xs)
+            fn = compiled.get(k)
+            if fn is None:
+                fn = compiled[k] = hand_on(_flat_module(small), xs)
+            return fn(*xs), None
+
+        before = _numel(t for _, _, t in tensors)
+        after = _numel(list(small.parameters()) + list(small.buffers()))
+        return runner, (res, before, after, [args[i] for i in frozen_pos])
+
+    variants = {}
+    runner, info = make_variant(example_inputs)
+    if info is None:
+        return passthrough(runner, logging.INFO if runner == "nothing to remove" else logging.WARNING)
+    res, rec.params_before, rec.params_after, _ = info
+    variants[key_of(example_inputs)] = (runner, info)
+    rec.status, rec.result, rec.max_abs_error = "minimized", res, res.report.max_abs_error
+    rec.variants = 1
+    log.info("fxminimize backend: graph %d minimized: %d -> %d parameters (max abs error %.3g)",
+             rec.index, rec.params_before, rec.params_after, rec.max_abs_error)
+
+    def fallback(args, why_not):
+        rec.fallbacks += 1
+        if rec.fallbacks == 1:
+            log.warning("fxminimize backend: graph %d runs unminimized: %s", rec.index, why_not)
+        return fallback_fn(*args)
+
+    def run(*args):
+        k = key_of(args)
+        v = variants.get(k)
+        if v is None:
+            if len(variants) >= MAX_VARIANTS:
+                return fallback(args, f"more than {MAX_VARIANTS} distinct sets of weights (weights changed "
+                                      "in place or replaced, or one graph shared by many modules)")
+            v = variants[k] = make_variant(args)   # keeps the tensors alive, so ids stay unique
+            if v[1] is not None:
+                rec.variants += 1
+                log.info("fxminimize backend: graph %d minimized for a new set of weights: %d -> %d parameters",
+                         rec.index, v[1][1], v[1][2])
+            else:
+                log.warning("fxminimize backend: graph %d: new set of weights %s", rec.index, v[0])
+        fn, info = v
+        if info is None:
+            return fallback(args, fn)
+        out, why_not = fn([args[i] for i in user_pos])
+        return fallback(args, why_not) if why_not else out
+
+    run.fxminimize_record = rec
+    return run
