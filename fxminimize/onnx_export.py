@@ -1,0 +1,195 @@
+"""ONNX export of a minimized model, checked in onnxruntime against the original torch model.
+
+:func:`export_onnx` minimizes a model (or takes a :class:`~fxminimize.MinimizeResult`), exports it
+with the dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``, one self-contained file
+by default), runs ``onnx.checker`` and then onnxruntime on *fresh* random inputs (drawn as in
+:mod:`fxminimize.verify`: same shapes, and batch 1 and B+5 when the batch is dynamic), and
+compares every output with the original (masked) torch model.
+
+Tolerance: the one of :mod:`fxminimize.verify`, per output y (torch) and ŷ (onnxruntime):
+``|ŷ − y| ≤ atol·max(1, max|y|) + rtol·|y|`` with rtol = 1e-4, atol = 1e-5 for float32
+(``TOLERANCES``); ``rtol``/``atol`` override it. A larger difference raises
+:class:`~fxminimize.MinimizationError` (the file is left on disk for inspection).
+
+The minimized graph contains only aten ops, so everything, CompensatedLayerNorm included (sum,
+mul, sub, rsqrt), exports to standard ONNX operators (default domain); :attr:`OnnxExport.domains`
+lists the operator domains found.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from torch.export import Dim
+from torch.utils import _pytree as pytree
+
+from .errors import MinimizationError
+from .verify import TOLERANCES, input_sets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OnnxExport:
+    """What :func:`export_onnx` wrote and measured."""
+
+    path: str
+    bytes_on_disk: int                      # the .onnx file plus any external data files
+    max_abs_error: float                    # worst |onnxruntime − original torch| over all checks
+    checks: int                             # float outputs compared
+    input_sets: list = field(default_factory=list)
+    dynamic_batch: bool = False
+    opset: Optional[int] = None
+    domains: tuple = ()                     # operator domains in the graph ("" = standard ONNX)
+    tolerance: str = ""
+    result: object = field(default=None, repr=False)   # the MinimizeResult exported
+
+    def __str__(self) -> str:
+        return (f"{self.path}: {self.bytes_on_disk:,} bytes, onnxruntime vs torch max abs error "
+                f"{self.max_abs_error:.3g} over {self.checks} output(s) on {len(self.input_sets)} input set(s) "
+                f"({self.tolerance}){', dynamic batch' if self.dynamic_batch else ''}")
+
+
+def _reference_and_result(model_or_result, example_inputs, masks, reference):
+    from .api import MinimizeResult, minimize
+    from .masks import masked_copy
+    if isinstance(model_or_result, MinimizeResult):
+        res = model_or_result
+        if reference is None:
+            # the minimized module was verified against the original in minimize(); without
+            # the original, onnxruntime is compared with it
+            reference = res.module
+        return res, reference
+    if isinstance(model_or_result, torch.export.ExportedProgram):
+        model_or_result = model_or_result.module()
+    if not isinstance(model_or_result, nn.Module):
+        raise MinimizationError("export_onnx expects an nn.Module, ExportedProgram or MinimizeResult, "
+                                f"got {type(model_or_result).__name__}")
+    res = minimize(model_or_result, example_inputs, masks=masks)
+    if reference is None:
+        reference = masked_copy(model_or_result, masks).eval()
+    return res, reference
+
+
+def _dynamic_shapes(example_inputs):
+    batch = Dim("batch", min=1)
+    return tuple(pytree.tree_map(lambda t: {0: batch} if isinstance(t, torch.Tensor) and t.dim() > 0 else None, x)
+                 for x in example_inputs)
+
+
+def _file_bytes(path: str) -> int:
+    import onnx
+    total = os.path.getsize(path)
+    m = onnx.load(path, load_external_data=False)
+    seen = set()
+    for t in onnx.external_data_helper._get_all_tensors(m):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), None)
+            if loc and loc not in seen:
+                seen.add(loc)
+                f = os.path.join(os.path.dirname(os.path.abspath(path)), loc)
+                if os.path.exists(f):
+                    total += os.path.getsize(f)
+    return total
+
+
+def _onnx_outputs(out):
+    return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None, dynamic_batch: bool = False,
+                external_data: bool = False, opset: Optional[int] = None, reference: Optional[nn.Module] = None,
+                rtol: Optional[float] = None, atol: Optional[float] = None, check: bool = True,
+                seed: int = 0) -> OnnxExport:
+    """Export the minimized model to ONNX and check it in onnxruntime.
+
+    ``model_or_result``: an ``nn.Module``/``ExportedProgram`` (minimized first, with ``masks``)
+    or a :class:`MinimizeResult`. ``example_inputs``: tuple of positional arguments.
+    ``dynamic_batch``: dim 0 of every input (and output) is symbolic in the ONNX graph; the
+    check then also runs at batch 1 and B+5. ``external_data``: weights in a side file
+    (``<path>.data``) instead of one self-contained file. ``reference``: the model onnxruntime
+    is compared with (default: the masked original when given a model; the minimized module when
+    given a result). ``check=False`` skips the checker and onnxruntime.
+    """
+    if not isinstance(example_inputs, tuple):
+        raise MinimizationError(f"example_inputs must be a tuple, got {type(example_inputs).__name__}")
+    res, reference = _reference_and_result(model_or_result, example_inputs, masks, reference)
+    if dynamic_batch and not res.dynamic_batch:
+        raise MinimizationError("dynamic_batch=True, but the minimized model only accepts the example batch size "
+                                "(captured with a static batch; a batch-1 example always is: use batch >= 2)")
+    module = res.module
+    shapes = _dynamic_shapes(example_inputs) if dynamic_batch else None
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    buf = io.StringIO()
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
+            warnings.simplefilter("ignore")
+            prog = torch.onnx.export(module, example_inputs, None, dynamo=True, dynamic_shapes=shapes,
+                                     opset_version=opset, verbose=False)
+            prog.save(path, external_data=external_data)
+    except Exception as exc:  # noqa: BLE001
+        raise MinimizationError(f"ONNX export failed ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    finally:
+        quiet.setLevel(level)
+    import onnx
+    proto = onnx.load(path, load_external_data=False)
+    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    domains = tuple(sorted({n.domain for n in proto.graph.node} | {f.domain for f in proto.functions}))
+    out = OnnxExport(path=path, bytes_on_disk=_file_bytes(path), max_abs_error=0.0, checks=0,
+                     dynamic_batch=dynamic_batch, opset=opset_used, domains=domains, result=res)
+    if not check:
+        return out
+    onnx.checker.check_model(path, full_check=True)
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    worst, checks = 0.0, 0
+    tol_desc = set()
+    for label, inputs in input_sets(example_inputs, dynamic_batch, seed=seed + 1):
+        if label == "example inputs":
+            continue                          # fresh inputs only
+        leaves = [t for t in pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor)]
+        if len(leaves) != len(names):
+            raise MinimizationError(f"the ONNX graph has {len(names)} inputs, the model {len(leaves)} tensor inputs")
+        feed = {n: t.detach().cpu().numpy() for n, t in zip(names, leaves)}
+        got = [torch.from_numpy(a) for a in sess.run(None, feed)]
+        with torch.no_grad():
+            want = _onnx_outputs(reference(*inputs))
+        if len(got) != len(want):
+            raise MinimizationError(f"onnxruntime returned {len(got)} outputs, the torch model {len(want)} ({label})")
+        for i, (w, g) in enumerate(zip(want, got)):
+            if tuple(w.shape) != tuple(g.shape):
+                raise MinimizationError(f"ONNX output {i} has shape {tuple(g.shape)}, torch {tuple(w.shape)} ({label})")
+            if not w.is_floating_point():
+                if not torch.equal(w, g.to(w.dtype)):
+                    raise MinimizationError(f"ONNX output {i} differs from torch on {label}")
+                continue
+            r_, a_ = TOLERANCES.get(w.dtype, (1e-4, 1e-5))
+            r_, a_ = (rtol if rtol is not None else r_), (atol if atol is not None else a_)
+            scale = max(1.0, float(w.abs().max())) if w.numel() else 1.0
+            err = float((g.double() - w.double()).abs().max()) if w.numel() else 0.0
+            worst = max(worst, err)
+            checks += 1
+            tol_desc.add(f"rtol={r_:g}, atol={a_:g}·max(1, max|y|)")
+            try:
+                torch.testing.assert_close(g.to(w.dtype), w, rtol=r_, atol=a_ * scale, equal_nan=True)
+            except AssertionError:
+                raise MinimizationError(f"onnxruntime output {i} differs from the torch model on {label}: max abs "
+                                        f"error {err:.3g} (rtol={r_:g}, atol={a_ * scale:.3g}); file left at {path}")
+        out.input_sets.append(label)
+    out.max_abs_error, out.checks, out.tolerance = worst, checks, "; ".join(sorted(tol_desc))
+    log.info("%s", out)
+    return out
