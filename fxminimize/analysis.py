@@ -275,7 +275,9 @@ class ChannelAnalysis:
         if res is None:
             return
         region, claimed, o_in = res
-        by_name = {n.name: n for n in self.nodes}
+        if "by_name" not in self.cache:
+            self.cache["by_name"] = {n.name: n for n in self.nodes}
+        by_name = self.cache["by_name"]
         for c in claimed:
             self.claimed[c] = attention.INTERIOR
             self.ax.pop(c, None)
@@ -333,8 +335,20 @@ class ChannelAnalysis:
         self.nunits, self.unit = connected_components(m, directed=False)
 
     def _require(self) -> None:
-        order = list(reversed(self.nodes))
-        rounds = 0
+        """Least fixpoint of "kept units → required inputs", as a worklist: after the first
+        reverse pass, a rule runs again only when the kept channels it reads changed (its own
+        output's, plus ``Rule.kept_deps``), so the total work grows with the changes, not with
+        rounds × nodes."""
+        order = [n for n in reversed(self.nodes) if n.op in ("call_function", "output", "call_module")]
+        spaced = [n for n in self.nodes if n in self.off]
+        starts = np.array([self.off[n] for n in spaced], dtype=np.int64)
+        nonempty = np.array([self.size[n] > 0 for n in spaced], dtype=bool)
+        watchers: dict = {}
+        for n in order:
+            for d in self.rule(n).kept_deps(self, n):
+                watchers.setdefault(d, []).append(n)
+        prev = None
+        rounds = calls = 0
         while True:
             rounds += 1
             unit_kept = np.zeros(self.nunits, dtype=bool)
@@ -344,18 +358,31 @@ class ChannelAnalysis:
             before = int(self.req.sum())
             for s in self.pinned:
                 self.need(s, None, s)  # a tied reader that cannot shrink pins the others
-            for n in order:
+            if prev is None:
+                todo = order
+            else:
+                changed = kept != prev
+                dirty = set()
+                if changed.any() and len(spaced):
+                    per = np.zeros(len(spaced), dtype=bool)
+                    per[nonempty] = np.logical_or.reduceat(changed, starts[nonempty]) if nonempty.any() else False
+                    for i in np.nonzero(per)[0]:
+                        n = spaced[i]
+                        dirty.add(n)
+                        dirty.update(watchers.get(n, ()))
+                todo = [n for n in order if n in dirty]
+            for n in todo:
+                calls += 1
                 r = self.rule(n)
-                k = kept[self.sl(n)] if (n in self.off and self.native.get(n)) else None
                 if n.op == "call_function" and n in self.off and not self.native.get(n):
-                    # a source space: its producer computes it whole
-                    r.require(self, n, None)
-                elif n.op in ("call_function", "output", "call_module"):
-                    r.require(self, n, k)
+                    r.require(self, n, None)  # a source space: its producer computes it whole
+                else:
+                    r.require(self, n, kept[self.sl(n)] if (n in self.off and self.native.get(n)) else None)
+            prev = kept
             if int(self.req.sum()) == before:
                 # layers that would lose every channel keep one (see _Contraction.keeps_one)
-                for n in self.nodes:
-                    if n in self.off and self.native.get(n) and getattr(self.rule(n), "keeps_one", False) \
+                for n in spaced:
+                    if self.native.get(n) and getattr(self.rule(n), "keeps_one", False) \
                             and self.size[n] and not kept[self.sl(n)].any():
                         first = np.zeros(self.size[n], dtype=bool)
                         first[0] = True
@@ -364,7 +391,7 @@ class ChannelAnalysis:
                     break
         self.kept_units = unit_kept
         self.kept_el = kept
-        log.debug("use analysis converged in %d rounds", rounds)
+        log.debug("use analysis converged in %d rounds, %d rule calls", rounds, calls)
 
     def _plan(self) -> Plan:
         keep, axis, size, cm, cv, native, unit_of, why = {}, {}, {}, {}, {}, {}, {}, {}

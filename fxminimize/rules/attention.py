@@ -321,7 +321,7 @@ class _Matcher:
             elif u.target is aten.transpose.int and sorted(int(d) % 4 for d in u.args[1:3]) == [1, 2]:
                 pass
             elif u.target in _VIEW and len(shape(u)) == 3 and _int(shape(u)[2]) == Hq * Dv:
-                o_in = u
+                o_in = self.o_in = u
                 self.views.append((u, {2: "HV"}))
                 break
             else:
@@ -358,9 +358,7 @@ def match(a, sdpa: fx.Node) -> Optional[tuple[Region, list, fx.Node]]:
     except _NoMatch as exc:
         a.hint_barrier(sdpa, f"attention not matched: {exc}")
         return None
-    by_name = {n.name: n for n in m.claimed}
-    o_in = next(u for u in a.nodes if u.name == region.o_in)
-    return region, list(by_name.values()), o_in
+    return region, list(m.claimed), m.o_in
 
 
 class Interior(Rule):
@@ -384,6 +382,9 @@ class AttentionOut(Rule):
 
     def axis(self, a, n):
         return 2
+
+    def kept_deps(self, a, n):
+        return (self.q, self.k, self.v)
 
     def value(self, a, n):
         r = self.region

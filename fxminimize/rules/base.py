@@ -59,6 +59,10 @@ class Rule:
         for x in tensor_inputs(n):
             a.need(x, None, n)
 
+    def kept_deps(self, a: "ChannelAnalysis", n: fx.Node) -> tuple:
+        """Other spaces whose kept channels ``require`` reads (besides ``n``'s own)."""
+        return ()
+
     def weight_axes(self, a: "ChannelAnalysis", n: fx.Node) -> list:
         """``(const node, tensor dim, space node or None)`` for each dim of a constant this op slices
         by a channel space (None: that dim is never sliced). Used to keep tied weights tied."""

@@ -59,7 +59,10 @@ class _Contraction(Rule):
         """(NZ, Wsum, bias, padded): (O, C_in) nonzero pattern and kernel sums, dense."""
         key = ("mat", n)
         if key not in a.cache:
-            a.cache[key] = self.build(a, n)
+            nz, wsum, bias, padded = self.build(a, n)
+            # numpy from here on: the fixpoint runs these many times on small matrices, where
+            # torch's per-op overhead (and its thread pool under load) dominates
+            a.cache[key] = (nz.numpy(), wsum.numpy(), None if bias is None else bias.numpy(), padded)
         return a.cache[key]
 
     def x_tracked(self, a, n) -> bool:
@@ -82,16 +85,13 @@ class _Contraction(Rule):
             a.set_value(n, np.zeros(O, bool), np.zeros(O))
             return
         cin, vin = a.const_of(x)
-        live = torch.from_numpy(~cin)
-        const = ~(nz[:, live].any(1)).numpy()
+        const = ~nz[:, ~cin].any(1)
         if padded:
-            bad = torch.from_numpy(cin & (vin != 0))
-            const &= ~(nz[:, bad].any(1)).numpy()
-        ci = torch.from_numpy(cin)
-        val = wsum[:, ci] @ torch.from_numpy(vin)[ci]
+            const &= ~nz[:, cin & (vin != 0)].any(1)
+        val = wsum[:, cin] @ vin[cin]
         if bias is not None:
             val = val + bias
-        a.set_value(n, const, val.numpy())
+        a.set_value(n, const, val)
 
     def weight_axes(self, a, n):
         if not self.ok(a, n) or (getattr(self, "groups", None) and self.groups(n) != 1):
@@ -109,8 +109,7 @@ class _Contraction(Rule):
             a.need(x, None, n)
             return
         nz, _, _, padded = self.matrices(a, n)
-        rows = torch.from_numpy(kept) if kept is not None else slice(None)
-        read = nz[rows].any(0).numpy()
+        read = (nz[kept] if kept is not None else nz).any(0)
         cin, vin = a.const_of(x)
         needed = ~cin
         if padded:
