@@ -84,6 +84,10 @@ class SliceRule(Rule):
     barrier: the rewrite would have to renumber the slice bounds."""
 
     kind = "slice"
+    what = "slices"
+
+    def out_axis(self, ax: int, d: int) -> int:
+        return ax
 
     def axis(self, a, n):
         x = n.args[0]
@@ -92,9 +96,9 @@ class SliceRule(Rule):
             return None
         d = int(n.args[1]) % len(x.meta["val"].shape) if len(n.args) > 1 else 0
         if d == ax:
-            a.hint_barrier(n, "slices the channel dimension")
+            a.hint_barrier(n, f"{self.what} the channel dimension")
             return None
-        return ax
+        return self.out_axis(ax, d)
 
     def couple(self, a, n):
         a.couple_identity(n.args[0], n, "slice")
@@ -114,16 +118,9 @@ class SelectRule(SliceRule):
     """x.select(d, i) on a non-channel dim: the channel dim shifts down when d < channel dim."""
 
     kind = "select"
+    what = "selects along"
 
-    def axis(self, a, n):
-        x = n.args[0]
-        ax = a.axis_of(x)
-        if ax is None:
-            return None
-        d = int(n.args[1]) % len(x.meta["val"].shape)
-        if d == ax:
-            a.hint_barrier(n, "selects along the channel dimension")
-            return None
+    def out_axis(self, ax: int, d: int) -> int:
         return ax - 1 if d < ax else ax
 
 
