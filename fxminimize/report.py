@@ -67,9 +67,16 @@ class Report:
             lines.append(f"  {name}: {a} -> {b} channels")
         if len(self.removed) > 20:
             lines.append(f"  ... {len(self.removed) - 20} more")
+        idle: dict[str, int] = {}
         for bi in self.barriers:
+            if not bi.channels_kept:  # reads no channel space (masks, positions): blocks nothing
+                idle[bi.op] = idle.get(bi.op, 0) + 1
+                continue
             lines.append(f"barrier {bi.node} ({bi.op}{' in ' + bi.module if bi.module else ''}): {bi.reason}; "
                          f"{bi.channels_kept} input channels kept")
+        if idle:
+            ops = ", ".join(f"{op} x{k}" if k > 1 else op for op, k in sorted(idle.items()))
+            lines.append(f"{sum(idle.values())} ops without a rule read no channels, so they block nothing: {ops}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
