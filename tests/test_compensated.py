@@ -60,3 +60,31 @@ def test_module_channels_first_and_from_layer_norm():
     torch.testing.assert_close(m(x[:, keep]), full, rtol=0, atol=1e-5)
     with pytest.raises(ValueError):
         CompensatedLayerNorm(13, 12)
+
+
+@pytest.mark.parametrize("kind", ["ln_last", "ln_first", "ln_nobias", "rms"])
+def test_compensated_norms_export_to_onnx(kind, tmp_path):
+    """The compensated norms are plain ops: the dynamo exporter emits a file stock onnxruntime
+    runs, matching torch (rtol 1e-4, atol 1e-5)."""
+    ort = pytest.importorskip("onnxruntime")
+    from fxminimize.compensated import CompensatedRMSNorm
+
+    torch.manual_seed(0)
+    if kind == "rms":
+        m = CompensatedRMSNorm(6, 9, s2=1.5)
+        x = torch.randn(2, 5, 6)
+    elif kind == "ln_first":
+        m = CompensatedLayerNorm(6, 9, s1=0.5, s2=1.25, dim=1)
+        x = torch.randn(2, 6, 4, 4)
+    else:
+        m = CompensatedLayerNorm(6, 9, s1=-1.0, s2=2.0, bias=(kind != "ln_nobias"))
+        x = torch.randn(2, 5, 6)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.uniform_(-1, 1)
+    path = tmp_path / f"{kind}.onnx"
+    torch.onnx.export(m.eval(), (x,), str(path), dynamo=True, external_data=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), m(x), rtol=1e-4, atol=1e-5)
