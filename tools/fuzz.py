@@ -8,7 +8,8 @@
 Case i uses seed S+i. Every failure (wrong answer, internal error, mutated model) is written
 to DIR/case_<seed>.json (spec + outcome + a command that reproduces it); with --shrink
 (default on) a smaller spec that fails the same way is searched first (blocks and dead-structure
-ops removed one at a time) and saved as well. A summary is printed at the end (and written to
+ops removed one at a time) and saved as well, for the first failure of each kind (status +
+message with numbers masked). A summary is printed at the end (and written to
 DIR/summary.json): cases, passed, refused (with reasons), failures, missed removals, invalid.
 See docs/fuzzing.md.
 """
@@ -57,7 +58,7 @@ def shrink(spec, outcome, budget_s=120.0, log=print):
 
     def same(s):
         o = run_spec(s)
-        return o.failed and (_kind(o) == want or o.status == want[0]), o
+        return o.failed and _kind(o) == want, o
 
     def attempt(s):
         nonlocal best
@@ -175,6 +176,7 @@ def main(argv=None):
     refused = collections.Counter()
     missed = []
     failures = []
+    shrunk_kinds = set()
     t0 = time.time()
     bar = tqdm(range(args.seed, args.seed + args.cases), desc="fuzz", unit="case", dynamic_ncols=True,
                disable=args.verbose)
@@ -192,7 +194,9 @@ def main(argv=None):
             path = save_case(args.out, f"case_{seed}", spec, o, seed)
             tqdm.write(f"FAIL seed {seed}: {o.status}: {o.message[:300]}\n  saved {path}")
             entry = {"seed": seed, "status": o.status, "message": o.message[:500], "file": path}
-            if not args.no_shrink:
+            sig = _kind(o)
+            if not args.no_shrink and sig not in shrunk_kinds:   # shrink the first case of each kind
+                shrunk_kinds.add(sig)
                 small = shrink(spec, o, args.shrink_budget, log=tqdm.write)
                 so = run_spec(small)
                 entry["shrunk"] = save_case(args.out, f"case_{seed}_min", small, so, seed)
