@@ -84,6 +84,7 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
         plan = analyze(cap.gm)
         t2 = time.perf_counter()
         small, stats = rewrite(cap.gm, plan)
+        small.train(model.training)  # same mode as the user's model (check_model: eval-safe)
     except Exception as exc:  # noqa: BLE001 - an internal failure must not surface half-done
         raise MinimizationError(f"internal error while minimizing ({type(exc).__name__}: {exc}); "
                                 "the model was not changed. Please report this model.") from exc

@@ -209,7 +209,7 @@ def convnext_tiny():
               "encoder.stages.0.layers.2.pwconv1.weight": (381, 93),
               "encoder.stages.0.layers.1.pwconv2.weight": (93, 381),
               "encoder.stages.1.downsampling_layer.1.weight": (192, 93, 2, 2)}
-    return m, torch.randn(1, 3, 64, 64), shapes
+    return m, torch.randn(2, 3, 64, 64), shapes
 
 
 MODELS = {"bert": bert, "gpt2": gpt2, "gpt2_lm": gpt2_lm, "vit": vit, "llama": llama,
