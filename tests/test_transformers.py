@@ -402,3 +402,37 @@ def test_nn_multihead_attention(batch_first):
     assert any("MultiheadAttention" in n for n in r.report.notes)
     assert type(m.attn) is torch.nn.MultiheadAttention  # the user's model is untouched
     assert all(torch.equal(m.state_dict()[k], v) for k, v in before.items())
+
+
+class _GQACross(torch.nn.Module):
+    """Cross-attention with sdpa(enable_gqa=True): 4 query heads, 2 kv heads, keys from y."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.o = torch.nn.Linear(32, 32), torch.nn.Linear(32, 32)
+        self.k, self.v = torch.nn.Linear(24, 16), torch.nn.Linear(24, 16)
+
+    def forward(self, x, y):
+        B, T, _ = x.shape
+        S = y.shape[1]
+        q = self.q(x).view(B, T, 4, 8).transpose(1, 2)
+        k = self.k(y).view(B, S, 2, 8).transpose(1, 2)
+        v = self.v(y).view(B, S, 2, 8).transpose(1, 2)
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return self.o(a.transpose(1, 2).reshape(B, T, 32))
+
+
+def test_gqa_cross_attention_with_enable_gqa():
+    torch.manual_seed(0)
+    m = _GQACross().eval()
+    with torch.no_grad():
+        m.o.weight[:, 0:16] = 0                      # query heads 0, 1 = kv group 0 unused
+        m.k.weight[[5, 13]] = 0                      # k dim 5 CONST in both groups
+    x, y = torch.randn(2, 5, 32), torch.randn(2, 7, 24)
+    r = fxminimize.minimize(m, (x, y))
+    compare(m, r.module, (torch.randn(3, 5, 32), torch.randn(3, 7, 24)))
+    sd = r.module.state_dict()
+    assert tuple(sd["q.weight"].shape) == (2 * 7, 32)
+    assert tuple(sd["k.weight"].shape) == (1 * 7, 24)
+    assert tuple(sd["v.weight"].shape) == (1 * 8, 24)
+    assert tuple(sd["o.weight"].shape) == (32, 16)
