@@ -30,7 +30,7 @@ import inspect
 import logging
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
 import torch
@@ -55,7 +55,7 @@ class GraphRecord:
     then: Optional[str] = None
     fallbacks: int = 0               # run-time calls that fell back to the original graph
     variants: int = 0                # sets of frozen weights it was minimized for
-    result: Any = field(default=None, repr=False)   # the MinimizeResult, when minimized
+    result: Any = None               # the MinimizeResult, when minimized
 
     def __str__(self) -> str:
         s = f"graph {self.index}: {self.status}"
@@ -149,7 +149,6 @@ class _Frozen(nn.Module):
         super().__init__()
         self.graph_module = gm
         self._slots = slots          # per placeholder: ("frozen", attr path) | ("user", j) | ("size", j, dim)
-        self._paths = []
         for path, kind, t in frozen:
             owner = self
             *mods, leaf = path.split(".")
@@ -236,18 +235,24 @@ def _lookup(then):
     return lookup_backend(then)
 
 
-def _flat_module(gm: fx.GraphModule) -> fx.GraphModule:
+def _flat_module(gm: fx.GraphModule):
     """A copy of a canonical module (pytree codegen) taking and returning flat tensors, as
-    dynamo backends expect."""
+    dynamo backends expect, and a function that puts its outputs back into the structure the
+    canonical module returns (``None`` and constant outputs included)."""
     g = fx.Graph()
     env = {}
     for n in gm.graph.nodes:
         if n.op == "output":
-            outs = torch.utils._pytree.tree_leaves(n.args[0])
+            outs = list(n.args[0]) if isinstance(n.args[0], (list, tuple)) else [n.args[0]]
             g.output(tuple(env[o] if isinstance(o, fx.Node) else o for o in outs))
         else:
             env[n] = g.node_copy(n, lambda m: env[m])
-    return fx.GraphModule(gm, g, "FxMinimizedGraph")
+    info = getattr(gm.graph._codegen, "pytree_info", None)
+    out_spec = getattr(info, "out_spec", None)
+
+    def restore(flat):
+        return torch.utils._pytree.tree_unflatten(list(flat), out_spec) if out_spec is not None else flat
+    return fx.GraphModule(gm, g, "FxMinimizedGraph"), restore
 
 
 # ----------------------------------------------------------------------------- backend
@@ -333,7 +338,7 @@ def backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, 
         shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in user]
         free_dim0 = res.dynamic_batch
         compiled = {}   # input shapes → function of the next backend (it may specialise shapes)
-        eager = _flat_module(small).forward if then_fn is None else None
+        eager = small if then_fn is None else None      # returns the graph's own output structure
 
         def runner(xs):
             for s, a in zip(shapes, xs):
@@ -345,8 +350,9 @@ def backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, 
             k = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else x for x in xs)
             fn = compiled.get(k)
             if fn is None:
-                fn = compiled[k] = hand_on(_flat_module(small), xs)
-            return fn(*xs), None
+                flat, restore = _flat_module(small)
+                fn = compiled[k] = (hand_on(flat, xs), restore)
+            return fn[1](fn[0](*xs)), None
 
         before = _numel(t for _, _, t in tensors)
         after = _numel(list(small.parameters()) + list(small.buffers()))

@@ -2,7 +2,8 @@
 (CPU), at batch 1 and 64, beside the FLOPs ratio and the parameter ratio.
 
     .venv/bin/python tools/bench_inference.py [--models lenet,convnext_tiny,gpt2]
-        [--sparsities 0.25,0.5,0.75] [--repeats 5] [--res 224] [--json out.json]
+        [--sparsities 0.25,0.5,0.75] [--repeats 5] [--res 224] [--threads N]
+        [--eager-batches 1] [--json out.json]
 
 Models (random weights: no download; speed does not depend on the values):
 
@@ -29,7 +30,7 @@ Pruning at structured sparsity s (what the minimizer can turn into smaller tenso
 FLOPs: ``torch.utils.flop_counter`` (convolution, matmul, linear, sdpa) at batch 1. Parameter
 ratio: stored elements, masked model / minimized model (``Report.ratio``). Timing: median of
 ``--repeats`` runs after one warm-up, dense and minimized interleaved, ``torch.set_num_threads``
-and onnxruntime's intra-op threads both set to the machine's core count. A benchmark, not a
+and onnxruntime's intra-op threads both set to ``--threads`` (default: the core count). A benchmark, not a
 test: on a shared machine timings are noisy; compare ratios measured in one run.
 """
 from __future__ import annotations
@@ -194,7 +195,7 @@ def export_dense(model, x, path):
         prog.save(path)
 
 
-def run_model(name, sparsities, batches, repeats, res, tmp, threads, log):
+def run_model(name, sparsities, batches, repeats, res, tmp, threads, log, eager_batches=None):
     rows = []
     dense_cache = {}
     for s in sparsities:
@@ -218,8 +219,11 @@ def run_model(name, sparsities, batches, repeats, res, tmp, threads, log):
                "onnx_max_abs_error": onx.max_abs_error, "minimize_s": t_min}
         for b in batches:
             x = make(b)
-            with torch.no_grad():
-                te_d, te_m = _time_pair(lambda: model(x), lambda: small(x), repeats)
+            if eager_batches is None or b in eager_batches:
+                with torch.no_grad():
+                    te_d, te_m = _time_pair(lambda: model(x), lambda: small(x), repeats)
+            else:
+                te_d = te_m = float("nan")
             feed_d = {sd.get_inputs()[0].name: x.numpy()}
             feed_m = {sm.get_inputs()[0].name: x.numpy()}
             to_d, to_m = _time_pair(lambda: sd.run(None, feed_d), lambda: sm.run(None, feed_m), repeats)
@@ -236,7 +240,7 @@ def _fmt(r, batches):
     for b in batches:
         for k in ("eager", "ort"):
             d, m, sp = r[f"{k}_b{b}"]
-            parts.append(f"{d * 1e3:9.2f}/{m * 1e3:<9.2f}{sp:5.2f}x")
+            parts.append(f"{'-':>9} {'-':<9}{'-':>5} " if d != d else f"{d * 1e3:9.2f}/{m * 1e3:<9.2f}{sp:5.2f}x")
     return " ".join(parts)
 
 
@@ -247,13 +251,17 @@ def main():
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--res", type=int, default=224, help="ConvNeXt input resolution")
+    ap.add_argument("--eager-batches", help="batch sizes timed in torch eager (default: all of --batches)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="torch and onnxruntime intra-op threads (default: all cores; use 1 on a busy machine)")
     ap.add_argument("--json", help="write the rows as JSON")
     args = ap.parse_args()
-    threads = os.cpu_count() or 1
+    threads = args.threads
     torch.set_num_threads(threads)
     batches = [int(b) for b in args.batches.split(",")]
     sparsities = [float(s) for s in args.sparsities.split(",")]
-    hdr = (f"# {platform.node()} | {platform.processor() or platform.machine()} | {threads} cores | "
+    hdr = (f"# {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} cores, "
+           f"{threads} thread(s) used | ConvNeXt at {args.res}x{args.res} | "
            f"torch {torch.__version__} | onnxruntime {__import__('onnxruntime').__version__} | "
            f"{datetime.datetime.now().isoformat(timespec='minutes')}")
     print(hdr, flush=True)
@@ -263,7 +271,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             rows += run_model(name, sparsities, batches, args.repeats, args.res, tmp, threads,
-                              lambda s: print(s, flush=True))
+                              lambda s: print(s, flush=True),
+                              [int(b) for b in args.eager_batches.split(",")] if args.eager_batches else None)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": hdr, "rows": rows}, f, indent=1)
