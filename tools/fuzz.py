@@ -10,7 +10,8 @@ to DIR/case_<seed>.json (spec + outcome + a command that reproduces it); with --
 (default on) a smaller spec that fails the same way is searched first (blocks and dead-structure
 ops removed one at a time) and saved as well, for the first failure of each kind (status +
 message with numbers masked). A summary is printed at the end (and written to
-DIR/summary.json): cases, passed, refused (with reasons), failures, missed removals, invalid.
+DIR/summary.json, also every 100 cases and on Ctrl-C): cases, passed, refused (with reasons),
+failures, missed removals, invalid. Exit status 1 if any case failed.
 See docs/fuzzing.md.
 """
 from __future__ import annotations
@@ -45,8 +46,13 @@ def run_spec(spec):
 
 
 def _kind(outcome):
-    """Failure signature used by the shrinker: status + the message without numbers."""
-    msg = re.sub(r"[-+]?\d[\d.e+-]*", "#", outcome.message.splitlines()[0] if outcome.message else "")
+    """Failure signature used by the shrinker and for de-duplication: status + the specific part
+    of the message (generic prefixes dropped, numbers masked)."""
+    msg = outcome.message.splitlines()[0] if outcome.message else ""
+    msg = re.sub(r"^.*?refusing to return it\. ", "", msg)
+    msg = re.sub(r"^minimized model failed on [^:]*: ", "", msg)
+    msg = re.sub(r"^MinimizationError: internal error while minimizing ", "", msg)
+    msg = re.sub(r"[-+]?\d[\d.e+-]*", "#", msg)
     return outcome.status, msg[:80]
 
 
@@ -178,42 +184,60 @@ def main(argv=None):
     failures = []
     shrunk_kinds = set()
     t0 = time.time()
+    done = 0
+    interrupted = False
+
+    def summary():
+        return {"cases": done, "requested": args.cases, "first_seed": args.seed, "interrupted": interrupted,
+                "seconds": round(time.time() - t0, 1),
+                "passed": counts["ok"], "refused": counts["refused"], "failures": len(failures),
+                "wrong": counts["wrong"], "internal": counts["internal"], "mutated": counts["mutated"],
+                "missed": counts["missed"], "invalid": counts["invalid"],
+                "refused_reasons": dict(refused.most_common()), "failure_cases": failures,
+                "missed_cases": missed[:200]}
+
+    def write_summary():
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "summary.json"), "w") as f:
+            json.dump(summary(), f, indent=1)
+
     bar = tqdm(range(args.seed, args.seed + args.cases), desc="fuzz", unit="case", dynamic_ncols=True,
                disable=args.verbose)
-    for seed in bar:
-        spec = fuzz.random_spec(seed)
-        o = run_spec(spec)
-        counts[o.status] += 1
-        if args.verbose:
-            print(f"seed {seed}: {o.status} {o.params_before}->{o.params_after} {o.message[:300]}\n  {fuzz.describe(spec)}")
-        if o.status == "refused":
-            refused[o.message.splitlines()[0][:160]] += 1
-        elif o.status == "missed":
-            missed.append((seed, o.message[:300]))
-        elif o.failed:
-            path = save_case(args.out, f"case_{seed}", spec, o, seed)
-            tqdm.write(f"FAIL seed {seed}: {o.status}: {o.message[:300]}\n  saved {path}")
-            entry = {"seed": seed, "status": o.status, "message": o.message[:500], "file": path}
-            sig = _kind(o)
-            if not args.no_shrink and sig not in shrunk_kinds:   # shrink the first case of each kind
-                shrunk_kinds.add(sig)
-                small = shrink(spec, o, args.shrink_budget, log=tqdm.write)
-                so = run_spec(small)
-                entry["shrunk"] = save_case(args.out, f"case_{seed}_min", small, so, seed)
-                tqdm.write(f"  shrunk: {entry['shrunk']}")
-            failures.append(entry)
-        bar.set_postfix(ok=counts["ok"], fail=len(failures), refused=counts["refused"], missed=counts["missed"])
+    try:
+        for seed in bar:
+            spec = fuzz.random_spec(seed)
+            o = run_spec(spec)
+            counts[o.status] += 1
+            if args.verbose:
+                print(f"seed {seed}: {o.status} {o.params_before}->{o.params_after} {o.message[:300]}\n"
+                      f"  {fuzz.describe(spec)}")
+            if o.status == "refused":
+                refused[o.message.splitlines()[0][:160]] += 1
+            elif o.status == "missed":
+                missed.append((seed, o.message[:300]))
+            elif o.failed:
+                path = save_case(args.out, f"case_{seed}", spec, o, seed)
+                tqdm.write(f"FAIL seed {seed}: {o.status}: {o.message[:300]}\n  saved {path}")
+                entry = {"seed": seed, "status": o.status, "message": o.message[:500], "file": path}
+                sig = _kind(o)
+                if not args.no_shrink and sig not in shrunk_kinds:   # shrink the first case of each kind
+                    shrunk_kinds.add(sig)
+                    small = shrink(spec, o, args.shrink_budget, log=tqdm.write)
+                    so = run_spec(small)
+                    entry["shrunk"] = save_case(args.out, f"case_{seed}_min", small, so, seed)
+                    tqdm.write(f"  shrunk: {entry['shrunk']}")
+                failures.append(entry)
+            done += 1
+            if done % 100 == 0:
+                write_summary()
+            bar.set_postfix(ok=counts["ok"], fail=len(failures), refused=counts["refused"], missed=counts["missed"])
+    except KeyboardInterrupt:   # Ctrl-C / SIGINT: report what ran
+        interrupted = True
+        bar.close()
+    write_summary()
     dt = time.time() - t0
-    summary = {"cases": args.cases, "first_seed": args.seed, "seconds": round(dt, 1),
-               "passed": counts["ok"], "refused": counts["refused"], "failures": len(failures),
-               "wrong": counts["wrong"], "internal": counts["internal"], "mutated": counts["mutated"],
-               "missed": counts["missed"], "invalid": counts["invalid"],
-               "refused_reasons": dict(refused.most_common()), "failure_cases": failures,
-               "missed_cases": missed[:200]}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    print(f"\ncases {args.cases} (seeds {args.seed}..{args.seed + args.cases - 1}) in {dt:.0f}s")
+    print(f"\ncases {done} of {args.cases} (seeds {args.seed}..{args.seed + done - 1}) in {dt:.0f}s"
+          + (" [interrupted]" if interrupted else ""))
     print(f"  passed   {counts['ok']}")
     print(f"  refused  {counts['refused']} (MinimizationError with a clear reason)")
     for r, n in refused.most_common(10):
