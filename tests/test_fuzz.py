@@ -30,18 +30,9 @@ CASE_DIR = os.path.join(HERE, "fuzz_cases")
 # seed -> repro file; these seeds are skipped in test_seeded_case (their repro runs as xfail)
 KNOWN_FAILING_SEEDS: dict[int, str] = {}
 # repro file name -> reason (xfail strict)
-KNOWN_FAILURES: dict[str, str] = {
-    "conv_output_all_const.json":
-        "conv whose every output channel is CONST is the model output: index_select on an empty keep index",
-    "conv_all_const_then_channels_first_layernorm.json":
-        "all-CONST conv -> permute/LayerNorm/permute as output: view to 0 kept channels",
-    "conv_all_const_in_concat_output.json":
-        "cat([all-CONST conv1x1(a), b]) as output: index_select out of bounds",
-    "const_channel_through_two_layernorms.json":
-        "CONST channel -> LayerNorm (gamma=0 there) -> LayerNorm -> Linear (zero column): 2nd LN not resized",
-    "split_const_conv_then_depthwise.json":
-        "cat([all-CONST conv1x1(a), b]) -> depthwise conv: concat shrunk, depthwise conv not",
-}
+KNOWN_FAILURES: dict[str, str] = {}
+# All five files in tests/fuzz_cases/ failed when found and pass since the rule fixes made in
+# parallel; they now run as regression tests.
 
 
 @pytest.fixture(autouse=True, scope="module")
