@@ -10,7 +10,7 @@ to DIR/case_<seed>.json (spec + outcome + a command that reproduces it); with --
 (default on) a smaller spec that fails the same way is searched first (blocks and dead-structure
 ops removed one at a time) and saved as well, for the first failure of each kind (status +
 message with numbers masked). A summary is printed at the end (and written to
-DIR/summary.json, also every 100 cases and on Ctrl-C): cases, passed, refused (with reasons),
+DIR/summary.json, also every 100 cases and on Ctrl-C / SIGTERM): cases, passed, refused (with reasons),
 failures, missed removals, invalid. Exit status 1 if any case failed.
 See docs/fuzzing.md.
 """
@@ -28,6 +28,11 @@ import warnings
 
 
 def _setup():
+    import signal
+
+    def _term(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _term)   # kill <pid>: stop, write the summary of what ran
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore")
     import logging
