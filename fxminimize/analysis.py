@@ -380,10 +380,11 @@ class ChannelAnalysis:
                     r.require(self, n, kept[self.sl(n)] if (n in self.off and self.native.get(n)) else None)
             prev = kept
             if int(self.req.sum()) == before:
-                # layers that would lose every channel keep one (see _Contraction.keeps_one)
+                # no tensor loses every channel: zero-width tensors break convs, views and
+                # gathers downstream, so a space with nothing kept keeps its channel 0 (this
+                # is where a fully dead layer keeps one channel, see _Contraction.keeps_one)
                 for n in spaced:
-                    if self.native.get(n) and getattr(self.rule(n), "keeps_one", False) \
-                            and self.size[n] and not kept[self.sl(n)].any():
+                    if self.size[n] and not kept[self.sl(n)].any() and any(True for _ in n.users):
                         first = np.zeros(self.size[n], dtype=bool)
                         first[0] = True
                         self.need(n, first, n)  # required by itself: a layer keeps one channel

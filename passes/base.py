@@ -26,6 +26,12 @@ def nodes_of_kind(gm: fx.GraphModule, plan, kind: str):
     return [n for n in gm.graph.nodes if n.op == "call_function" and plan.kind.get(n.name) == kind]
 
 
+def plan_name(gm: fx.GraphModule, node: fx.Node) -> str:
+    """The name the plan knows ``node`` by: a pass that replaces a node by a new one (the
+    LayerNorm swap) records the old name in ``gm.meta['fxminimize_renamed']``."""
+    return gm.meta.get("fxminimize_renamed", {}).get(node, node.name)
+
+
 def get_tensor(gm: fx.Module, target: str) -> torch.Tensor:
     obj: Any = gm
     for part in target.split("."):

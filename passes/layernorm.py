@@ -12,23 +12,25 @@ import numpy as np
 
 from fxminimize.compensated import compensated_layer_norm
 from fxminimize.ir import bind
-from .base import nodes_of_kind, PassResult, get_tensor, index, replace_const
+from .base import nodes_of_kind, PassResult, get_tensor, index, plan_name, replace_const
 
 
 def run(gm, plan) -> PassResult:
     changed = 0
+    renamed = gm.meta.setdefault("fxminimize_renamed", {})  # new node -> the name the plan knows
     for n in nodes_of_kind(gm, plan, "layernorm"):
         x = n.args[0]
-        if not plan.tracked(n.name) or not plan.tracked(x.name) or not plan.shrinks(x):
+        xname = plan_name(gm, x)
+        if not plan.tracked(n.name) or not plan.tracked(xname) or not plan.shrinks(xname):
             continue
-        rem = plan.removed(x)
-        cm, cv = plan.const_mask[x.name][rem], plan.const_val[x.name][rem]
+        rem = plan.removed(xname)
+        cm, cv = plan.const_mask[xname][rem], plan.const_val[xname][rem]
         if not cm.all():
             raise AssertionError(f"internal: LIVE channel removed from the input of {n.name}")
-        if not np.array_equal(plan.kept(n), plan.kept(x)):
+        if not np.array_equal(plan.kept(n), plan.kept(xname)):
             raise AssertionError(f"internal: {n.name} keeps other channels than its input")
         p = bind(n)
-        keep = index(plan.kept(x))
+        keep = index(plan.kept(xname))
         w, b = p["weight"], p["bias"]
         if w is not None:
             w = replace_const(gm, n, w, get_tensor(gm, str(w.target)).detach()[keep])
@@ -37,8 +39,9 @@ def run(gm, plan) -> PassResult:
         s1, s2 = float(cv.sum()), float((cv * cv).sum())
         with gm.graph.inserting_after(n):
             new = gm.graph.call_function(compensated_layer_norm,
-                                         (x, plan.size[x.name], s1, s2, w, b, float(p["eps"]), -1))
+                                         (x, plan.size[xname], s1, s2, w, b, float(p["eps"]), -1))
         new.meta = dict(n.meta)
+        renamed[new] = n.name
         n.replace_all_uses_with(new)
         gm.graph.erase_node(n)
         changed += 1

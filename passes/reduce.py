@@ -11,7 +11,7 @@ import math
 import torch
 
 from fxminimize.ir import bind, shape
-from .base import nodes_of_kind, PassResult
+from .base import nodes_of_kind, PassResult, plan_name
 
 aten = torch.ops.aten
 
@@ -20,20 +20,21 @@ def run(gm, plan) -> PassResult:
     changed = 0
     for n in nodes_of_kind(gm, plan, "reduce"):
         x = n.args[0]
-        if plan.tracked(n.name) or not plan.tracked(x.name) or not plan.shrinks(x):
+        xname = plan_name(gm, x)
+        if plan.tracked(n.name) or not plan.tracked(xname) or not plan.shrinks(xname):
             continue
-        ax = plan.axis[x.name]
+        ax = plan.axis[xname]
         p = bind(n)
         nd = len(shape(x))
         dims = p.get("dim") or list(range(nd))
         dims = [int(d) % nd for d in ([dims] if isinstance(dims, int) else dims)]
         if ax not in dims:
             continue
-        rem = plan.removed(x)
-        cm, cv = plan.const_mask[x.name][rem], plan.const_val[x.name][rem]
+        rem = plan.removed(xname)
+        cm, cv = plan.const_mask[xname][rem], plan.const_val[xname][rem]
         if not cm.all():
             raise AssertionError(f"internal: LIVE channel removed from the input of {n.name}")
-        C, K = plan.size[x.name], len(plan.kept(x))
+        C, K = plan.size[xname], len(plan.kept(xname))
         per_channel = math.prod(int(shape(x)[d]) for d in dims if d != ax)
         if n.target is aten.mean.dim:
             scale, shift = K / C, float(cv.sum()) / C
