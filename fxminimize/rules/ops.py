@@ -56,14 +56,22 @@ class _Contraction(Rule):
         return self.in_axis
 
     def matrices(self, a, n):
-        """(NZ, Wsum, bias, padded): (O, C_in) nonzero pattern and kernel sums, dense."""
+        """(NZ, bias, padded): the (O, C_in) nonzero pattern (bool), kept for the analysis.
+
+        Only the pattern is cached, in numpy (the fixpoint reads it many times; torch's per-op
+        overhead dominates on small matrices). The kernel sums ΣW_ji needed to fold constants
+        are computed on demand for the CONST columns only (:meth:`kernel_sums`), so the
+        analysis holds no float copy of the weights.
+        """
         key = ("mat", n)
         if key not in a.cache:
-            nz, wsum, bias, padded = self.build(a, n)
-            # numpy from here on: the fixpoint runs these many times on small matrices, where
-            # torch's per-op overhead (and its thread pool under load) dominates
-            a.cache[key] = (nz.numpy(), wsum.numpy(), None if bias is None else bias.numpy(), padded)
+            nz, bias, padded = self.build(a, n)
+            a.cache[key] = (nz.numpy(), None if bias is None else bias.numpy(), padded)
         return a.cache[key]
+
+    def kernel_sums(self, a, n, cols: np.ndarray) -> np.ndarray:
+        """(O, len(cols)) float64: Σ over the kernel window of W[:, c] for input columns c."""
+        raise NotImplementedError
 
     def x_tracked(self, a, n) -> bool:
         x = self.params(n)[0]
@@ -79,7 +87,7 @@ class _Contraction(Rule):
 
     def value(self, a, n):
         x = self.params(n)[0]
-        nz, wsum, bias, padded = self.matrices(a, n)
+        nz, bias, padded = self.matrices(a, n)
         O = nz.shape[0]
         if not self.x_tracked(a, n):
             a.set_value(n, np.zeros(O, bool), np.zeros(O))
@@ -88,7 +96,8 @@ class _Contraction(Rule):
         const = ~nz[:, ~cin].any(1)
         if padded:
             const &= ~nz[:, cin & (vin != 0)].any(1)
-        val = wsum[:, cin] @ vin[cin]
+        cols = np.nonzero(cin)[0]
+        val = self.kernel_sums(a, n, cols) @ vin[cols] if len(cols) else np.zeros(O)
         if bias is not None:
             val = val + bias
         a.set_value(n, const, val)
@@ -108,7 +117,7 @@ class _Contraction(Rule):
         if not self.x_tracked(a, n):
             a.need(x, None, n)
             return
-        nz, _, _, padded = self.matrices(a, n)
+        nz, _, padded = self.matrices(a, n)
         read = (nz[kept] if kept is not None else nz).any(0)
         cin, vin = a.const_of(x)
         needed = ~cin
@@ -129,10 +138,11 @@ class LinearRule(_Contraction):
 
     def build(self, a, n):
         _, w, b = self.params(n)
-        W = a.tensor(w).detach()
-        nz = W != 0
         bias = a.tensor(b).detach().double() if b is not None else None
-        return nz, W.double(), bias, False
+        return a.tensor(w).detach() != 0, bias, False
+
+    def kernel_sums(self, a, n, cols):
+        return a.tensor(self.params(n)[1]).detach()[:, torch.from_numpy(cols)].double().numpy()
 
 
 register(nn.Linear, F.linear, torch._C._nn.linear, aten.linear.default)(LinearRule)
@@ -178,22 +188,34 @@ class ConvRule(_Contraction):
         W = a.tensor(w).detach()
         g = self.groups(n)
         O, Ig = W.shape[0], W.shape[1]
-        Cin = Ig * g
         spatial = tuple(range(2, W.dim()))
         nz_l = (W != 0).any(dim=spatial) if spatial else W != 0
-        sum_l = W.double().sum(dim=spatial) if spatial else W.double()
         if g == 1:
-            nz, wsum = nz_l, sum_l
+            nz = nz_l
         else:
             Og = O // g
             rows = torch.arange(O)[:, None].expand(O, Ig)
             cols = (torch.arange(O) // Og)[:, None] * Ig + torch.arange(Ig)[None, :]
-            nz = torch.zeros(O, Cin, dtype=torch.bool)
-            wsum = torch.zeros(O, Cin, dtype=torch.float64)
+            nz = torch.zeros(O, Ig * g, dtype=torch.bool)
             nz[rows, cols] = nz_l
-            wsum[rows, cols] = sum_l
         bias = a.tensor(b).detach().double() if b is not None else None
-        return nz, wsum, bias, self.padded(a, n)
+        return nz, bias, self.padded(a, n)
+
+    def kernel_sums(self, a, n, cols):
+        W = a.tensor(self.params(n)[1]).detach()
+        spatial = tuple(range(2, W.dim()))
+        g = self.groups(n)
+        O, Ig = W.shape[0], W.shape[1]
+        if g == 1:
+            Wc = W[:, torch.from_numpy(cols)].double()
+            return (Wc.sum(dim=spatial) if spatial else Wc).numpy()
+        Og = O // g
+        out = np.zeros((O, len(cols)))
+        for j, c in enumerate(cols):  # column c lives in group c // Ig, local input c % Ig
+            k, i = divmod(int(c), Ig)
+            blk = W[k * Og:(k + 1) * Og, i].double()
+            out[k * Og:(k + 1) * Og, j] = (blk.sum(dim=tuple(range(1, blk.dim()))) if blk.dim() > 1 else blk).numpy()
+        return out
 
     def couple(self, a, n):
         g = self.groups(n)
