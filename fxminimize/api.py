@@ -16,7 +16,7 @@ from .canonicalize import canonicalize
 from .capture import _batch_is_dynamic, batch_dynamic_shapes, capture
 from .errors import MinimizationError
 from .explain import describe_graph
-from .masks import check_model, count_stored, masked_copy
+from .masks import check_model, count_stored, masked_copy, needs_copy, unshare
 from .report import Report
 from .rewrite import rewrite
 from .verify import verify
@@ -72,7 +72,8 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     if not isinstance(model, nn.Module):
         raise MinimizationError(f"expected an nn.Module, GraphModule or ExportedProgram, got {type(model).__name__}")
     check_model(model)
-    work = masked_copy(model, masks)
+    copied = needs_copy(model, masks)
+    work = masked_copy(model, masks) if copied else model
     check_model(work)
     canon, canon_notes = work, []
     if any(type(m) is nn.MultiheadAttention for m in work.modules()):
@@ -104,6 +105,8 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
                                     + res.message)
         report.max_abs_error = res.max_abs_error
         report.verified_checks = res.checks
+    if not copied:
+        unshare(small, model)  # the result owns its tensors (only now: no full copy held before)
     t4 = time.perf_counter()
     report.timings = {"capture": t1 - t0, "analysis": t2 - t1, "rewrite": t3 - t2, "verify": t4 - t3}
     log.info("minimized: %d -> %d params", report.params_before, report.params_after)

@@ -31,6 +31,38 @@ def check_model(model: nn.Module) -> None:
                                     "call model.eval() first")
 
 
+def needs_copy(model: nn.Module, masks: Optional[Mapping[str, torch.Tensor]]) -> bool:
+    """True when minimizing must work on a copy: masks to apply, prune reparametrisations to
+    bake in, or ``nn.MultiheadAttention`` modules to canonicalize. Otherwise the model is
+    captured as it is (capture reads, never writes) and :func:`unshare` gives the result its
+    own tensors at the end, so no full copy of the model is ever held during minimize()."""
+    if masks:
+        return True
+    for m in model.modules():
+        if type(m) is nn.MultiheadAttention:
+            return True
+        if any(isinstance(h, prune.BasePruningMethod) for h in m._forward_pre_hooks.values()):
+            return True
+    return False
+
+
+def unshare(result: nn.Module, model: nn.Module) -> int:
+    """Replace every tensor of ``result`` that shares storage with ``model`` by a copy, so the
+    result never aliases the user's model (training one must not change the other)."""
+    owned = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    n = 0
+    for mod in result.modules():
+        for name, p in list(mod._parameters.items()):
+            if p is not None and p.untyped_storage().data_ptr() in owned:
+                mod._parameters[name] = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+                n += 1
+        for name, b in list(mod._buffers.items()):
+            if b is not None and b.untyped_storage().data_ptr() in owned:
+                mod._buffers[name] = b.clone()
+                n += 1
+    return n
+
+
 def masked_copy(model: nn.Module, masks: Optional[Mapping[str, torch.Tensor]]) -> nn.Module:
     """A deep copy of ``model`` with prune reparametrisations baked in and ``masks`` applied."""
     # tensors computed by prune's forward pre-hooks (weight = weight_orig * weight_mask) are not

@@ -3,7 +3,7 @@
 :func:`export_onnx` minimizes a model (or takes a :class:`~fxminimize.MinimizeResult`), exports it
 with the dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``, one self-contained file
 by default), runs ``onnx.checker`` and then onnxruntime on *fresh* random inputs (drawn as in
-:mod:`fxminimize.verify`: same shapes, and batch 1 and B+5 when the batch is dynamic), and
+:mod:`fxminimize.verify`: same shapes, and batch 1 and B+1 when the batch is dynamic), and
 compares every output with the original (masked) torch model.
 
 Tolerance: the one of :mod:`fxminimize.verify`, per output y (torch) and ŷ (onnxruntime):
@@ -113,7 +113,7 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
     ``model_or_result``: an ``nn.Module``/``ExportedProgram`` (minimized first, with ``masks``)
     or a :class:`MinimizeResult`. ``example_inputs``: tuple of positional arguments.
     ``dynamic_batch``: dim 0 of every input (and output) is symbolic in the ONNX graph; the
-    check then also runs at batch 1 and B+5. ``external_data``: weights in a side file
+    check then also runs at batch 1 and B+1. ``external_data``: weights in a side file
     (``<path>.data``) instead of one self-contained file. ``reference``: the model onnxruntime
     is compared with (default: the masked original when given a model; the minimized module when
     given a result). ``check=False`` skips the checker and onnxruntime.

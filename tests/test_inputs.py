@@ -161,3 +161,16 @@ def test_op_without_rule_is_a_reported_barrier():
     compare(m, r.module, (torch.randn(3, 8),))
     assert shapes(r.module)["m.0.weight"] == (16, 8)
     assert any("cumsum" in b.reason for b in r.report.barriers)
+
+
+def test_result_never_aliases_the_users_model():
+    """No copy of the model is held during minimize(); the result still owns its tensors."""
+    m = mlp()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    r = fxminimize.minimize(m, (torch.randn(2, 8),))
+    theirs = {t.untyped_storage().data_ptr() for t in m.parameters()}
+    assert not any(t.untyped_storage().data_ptr() in theirs for t in r.module.parameters())
+    with torch.no_grad():
+        for p in r.module.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in before.items())

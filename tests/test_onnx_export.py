@@ -51,7 +51,7 @@ def test_zoo_roundtrip(name, tmp_path):
     out = fxminimize.export_onnx(model, (example_input(name),), str(path), dynamic_batch=True)
     _check(out, path)
     assert out.result.report.params_after < out.result.report.params_before
-    assert out.input_sets == ["random inputs", "random inputs at batch 1", "random inputs at batch 7"]
+    assert out.input_sets == ["random inputs", "random inputs at batch 1", "random inputs at batch 3"]
 
 
 def _hf_resnet():
