@@ -4,13 +4,15 @@ One *cycle* on a dense model ``M`` (the user's trained model in cycle 1):
 
 1. **prune** — score every entry of the prunable tensors (floating parameters with at least two
    dims: Linear and conv weights; biases, norms and layer scales are never pruned) with the
-   criterion (default :func:`magnitude_scores`, ``|w|``; :class:`TaylorScores`, ``|w · ∂L/∂w|``,
-   is the other built-in) and zero the fraction ``p_k`` (the schedule) of the lowest-scoring
+   criterion (default :func:`magnitude_scores`, ``|w|``; also built in: :class:`TaylorScores`,
+   ``|w · ∂L/∂w|``; :func:`lamp_scores`; :func:`unit_scores`, magnitude weighted by the norms of
+   the entry's row and column so whole units and inputs die together) and zero the fraction ``p_k`` (the schedule) of the lowest-scoring
    entries, ranked globally over all prunable tensors.
 2. **fine-tune** with the masks held: the optimizer gets a step post-hook that multiplies every
    pruned tensor by its mask after each ``optimizer.step()``, so the zeros stay exact zeros.
 3. **squeeze** — :func:`fxminimize.minimize` removes every unit the zeros make dead or constant
-   (exactly; verified). The result is a smaller dense GraphModule with the zeros that did not
+   (exactly; verified); chained input gathers left by earlier cycles are folded into one
+   (:func:`compose_gathers`). The result is a smaller dense GraphModule with the zeros that did not
    kill a whole unit still inside its tensors.
 4. **release** — those exact zeros become trainable again. Rule: in every prunable tensor ``W``
    of the minimized model, each exact zero is set to ``N(0, (α σ_W)²)`` where ``σ_W`` is the
@@ -62,7 +64,7 @@ from .masks import count_stored
 log = logging.getLogger(__name__)
 
 __all__ = ["SqueezeRelease", "SqueezeReleaseResult", "CycleRecord", "single_pass", "magnitude_scores",
-           "TaylorScores", "lamp_scores", "ShrinkTarget", "prunable_parameters", "global_prune_masks", "apply_masks", "hold_masks",
+           "TaylorScores", "lamp_scores", "unit_scores", "compose_gathers", "ShrinkTarget", "prunable_parameters", "global_prune_masks", "apply_masks", "hold_masks",
            "release", "function_drift", "deployable_size", "onnx_bytes", "train_epochs", "accuracy",
            "save_checkpoint", "load_checkpoint"]
 
@@ -109,6 +111,65 @@ def prunable_parameters(model: nn.Module) -> Dict[str, nn.Parameter]:
     return {n: p for n, p in _unwrap(model).named_parameters() if p.is_floating_point() and p.dim() >= 2}
 
 
+def _is_index_select(n) -> bool:
+    return n.op == "call_function" and n.target in (torch.ops.aten.index_select.default, torch.index_select) \
+        and len(n.args) == 3 and not n.kwargs and getattr(n.args[2], "op", None) == "get_attr"
+
+
+def _owner(root: nn.Module, target: str):
+    mod, _, name = target.rpartition(".")
+    return (root.get_submodule(mod) if mod else root), name
+
+
+def compose_gathers(module: nn.Module) -> int:
+    """Fold chains of ``index_select`` along the same dim with constant indices into one.
+
+    Each Squeeze-Release cycle that removes input channels (FC: pixels) makes the minimized model
+    gather them with an ``index_select`` whose int64 index is a stored buffer; the next cycle
+    gathers from that gather. ``index_select(index_select(x, d, a), d, b) == index_select(x, d,
+    a[b])`` exactly, so the chain is replaced by one gather and the deployable size counts one
+    index instead of one per cycle. Works in place on a ``torch.fx.GraphModule`` (anything else is
+    left alone); returns the number of gathers removed."""
+    import torch.fx as fx
+
+    if not isinstance(module, fx.GraphModule):
+        return 0
+    graph, removed = module.graph, 0
+    changed = True
+    while changed:
+        changed = False
+        for outer in list(graph.nodes):
+            if not _is_index_select(outer):
+                continue
+            inner = outer.args[0]
+            if not (isinstance(inner, fx.Node) and _is_index_select(inner) and inner.args[1] == outer.args[1]
+                    and len(inner.users) == 1):
+                continue
+            a_node, b_node = inner.args[2], outer.args[2]
+            a_owner, a_name = _owner(module, a_node.target)
+            b_owner, b_name = _owner(module, b_node.target)
+            a, b = getattr(a_owner, a_name), getattr(b_owner, b_name)
+            composed = a[b].clone()
+            if b_name in b_owner._buffers:
+                b_owner._buffers[b_name] = composed
+            else:
+                setattr(b_owner, b_name, composed)
+            outer.args = (inner.args[0], outer.args[1], b_node)
+            graph.erase_node(inner)
+            if not a_node.users:
+                graph.erase_node(a_node)
+                if a_name in a_owner._buffers:
+                    del a_owner._buffers[a_name]
+                else:
+                    delattr(a_owner, a_name)
+            removed += 1
+            changed = True
+    if removed:
+        graph.lint()
+        module.recompile()
+    return removed
+
+
 # --------------------------------------------------------------------------- criteria
 def magnitude_scores(model: nn.Module, params: Dict[str, torch.Tensor]) -> Scores:
     """Magnitude criterion: the score of an entry is ``|w|``."""
@@ -129,6 +190,25 @@ def lamp_scores(model: nn.Module, params: Dict[str, torch.Tensor]) -> Scores:
         s = torch.empty_like(w2)
         s[order] = sorted_w2 / tail.clamp_min(1e-30)
         out[n] = s.reshape(p.shape)
+    return out
+
+
+def unit_scores(model: nn.Module, params: Dict[str, torch.Tensor]) -> Scores:
+    """Magnitude weighted towards whole units: the score of ``W[i, j, ...]`` is
+    ``|w| · (r_i / mean r) · (c_j / mean c)`` with ``r_i`` the L2 norm of output row ``i`` and
+    ``c_j`` that of input column ``j`` of the same tensor. Entries of weak rows and columns rank
+    lower together, so a prune fraction empties more whole rows (units) and columns (inputs),
+    which is what the squeeze can remove; within a unit the order is still by magnitude."""
+    out = {}
+    for n, p in params.items():
+        w = p.detach().float().abs()
+        w2 = w.reshape(w.shape[0], w.shape[1], -1) ** 2
+        r = w2.sum((1, 2)).sqrt()
+        c = w2.sum((0, 2)).sqrt()
+        r = r / r.mean().clamp_min(1e-30)
+        c = c / c.mean().clamp_min(1e-30)
+        shape = [-1, 1] + [1] * (w.dim() - 2)
+        out[n] = w * r.reshape(shape) * c.reshape([1, -1] + [1] * (w.dim() - 2))
     return out
 
 
@@ -161,7 +241,8 @@ class TaylorScores:
 def global_prune_masks(scores: Scores, fraction: float, current: Optional[Dict[str, torch.Tensor]] = None
                        ) -> Dict[str, torch.Tensor]:
     """Masks (True keeps) dropping ``fraction`` of the entries still kept in ``current`` (default:
-    all), the lowest scores first, ranked together across all tensors. Ties broken by order."""
+    all), the lowest scores first, ranked together across all tensors. Ties broken by order.
+    Entries scored ``+inf`` are never dropped (a criterion's way to protect them)."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"prune fraction must be in [0, 1], got {fraction}")
     names = list(scores)
@@ -170,7 +251,7 @@ def global_prune_masks(scores: Scores, fraction: float, current: Optional[Dict[s
     flat = torch.cat([torch.where(cur[n], scores[n].float(), torch.full_like(scores[n], math.inf, dtype=torch.float32)).reshape(-1)
                       for n in names])
     alive = int(sum(int(c.sum()) for c in cur.values()))
-    n_drop = int(round(fraction * alive))
+    n_drop = min(int(round(fraction * alive)), int(torch.isfinite(flat).sum()))  # +inf: never pruned
     keep = torch.ones(flat.numel(), dtype=torch.bool)
     if n_drop > 0:
         keep[torch.argsort(flat, stable=True)[:n_drop]] = False
@@ -228,10 +309,24 @@ def function_drift(reference: nn.Module, candidate: nn.Module, inputs: tuple) ->
 
 # --------------------------------------------------------------------------- training helpers
 def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable, epochs: int, *,
-                 loss_fn: Callable = F.cross_entropy, desc: str = "train", progress: bool = True) -> float:
-    """Plain supervised loop with a progress bar per epoch; returns the last epoch's mean loss."""
+                 loss_fn: Callable = F.cross_entropy, desc: str = "train", progress: bool = True,
+                 lr_schedule: str = "constant") -> float:
+    """Plain supervised loop with a progress bar per epoch; returns the last epoch's mean loss.
+
+    ``lr_schedule``: ``"constant"`` or ``"cosine"`` (the optimizer's learning rates decay to zero
+    along a half cosine over the ``epochs`` of this call, stepped every batch, and are restored
+    at the end, so each call, e.g. each phase of a cycle, runs its own schedule)."""
     from tqdm.auto import tqdm
 
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    base = [g["lr"] for g in optimizer.param_groups]
+    try:
+        n_batches = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        n_batches = None
+    total_steps = (n_batches or 0) * epochs
+    step = 0
     model.train()
     last = float("nan")
     for ep in range(epochs):
@@ -239,6 +334,11 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Ite
         bar = tqdm(loader, desc=f"{desc} epoch {ep + 1}/{epochs}", leave=False, disable=not progress,
                    mininterval=2.0)
         for x, y in bar:
+            if lr_schedule == "cosine" and total_steps:
+                f = 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+                for g, b in zip(optimizer.param_groups, base):
+                    g["lr"] = b * f
+                step += 1
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             loss.backward()
@@ -247,6 +347,8 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Ite
             count += len(y)
         last = total / max(count, 1)
         log.debug("%s epoch %d/%d loss %.4f", desc, ep + 1, epochs, last)
+    for g, b in zip(optimizer.param_groups, base):
+        g["lr"] = b
     return last
 
 
@@ -386,7 +488,9 @@ class ShrinkTarget:
         def size_at(f: float) -> int:
             trial = copy.deepcopy(_unwrap(module)).eval()
             apply_masks(trial, global_prune_masks(scores, f))
-            return deployable_size(minimize(trial, example_inputs, verify_result=False).module)
+            small = minimize(trial, example_inputs, verify_result=False).module
+            compose_gathers(small)
+            return deployable_size(small)
 
         if size_at(hi) > target:
             return hi
@@ -407,6 +511,12 @@ class SqueezeRelease:
     sequence (cycle k uses item k-1, the last repeating), ``callable(cycle) -> float``, or a
     :class:`ShrinkTarget` (the fraction that shrinks the deployable size by a set factor).
     ``criterion``: ``callable(model, {name: param}) -> {name: scores}``; higher scores are kept.
+    ``prunable``: ``callable(model) -> {name: param}``, the tensors scored and masked (default
+    :func:`prunable_parameters`; include 1-D tensors such as norm weights or layer scales when a
+    structured criterion must zero them to make a channel constant).
+    ``carry_checkpoint``: start each cycle from the checkpoint just written (read back with
+    :func:`load_checkpoint`, a graph of aten ops) instead of the in-memory minimized module; the
+    same weights and function, as a resumed run would see them.
     """
 
     def __init__(self, model: nn.Module, example_inputs: tuple, train_fn: Callable, eval_fn: Callable[[nn.Module], float],
@@ -417,7 +527,9 @@ class SqueezeRelease:
                  target_params: Optional[int] = None, target_ratio: Optional[float] = None,
                  accuracy_floor: Optional[float] = None, checkpoint_dir: Optional[str] = None,
                  seed: int = 0, ddp_kwargs: Optional[dict] = None, measure_pruned: bool = True,
-                 shrink_before_finetune: bool = False):
+                 shrink_before_finetune: bool = False,
+                 prunable: Callable[[nn.Module], Dict[str, nn.Parameter]] = prunable_parameters,
+                 carry_checkpoint: bool = False):
         self.model = model
         self.example_inputs = example_inputs
         self.train_fn, self.eval_fn, self.optimizer_fn = train_fn, eval_fn, optimizer_fn
@@ -430,6 +542,8 @@ class SqueezeRelease:
         self.ddp_kwargs = ddp_kwargs or {}
         self.measure_pruned = measure_pruned
         self.shrink_before_finetune = shrink_before_finetune
+        self.prunable = prunable
+        self.carry_checkpoint = carry_checkpoint
 
     # -- pieces -----------------------------------------------------------------
     def fraction(self, cycle: int) -> float:
@@ -523,7 +637,7 @@ class SqueezeRelease:
         t0 = time.perf_counter()
         module.train()
         params_in = deployable_size(module)
-        params = prunable_parameters(module)
+        params = self.prunable(module)
         scores = self.criterion(module, params)
         if _dist():  # keep the ranks identical even for data-dependent criteria
             for s in scores.values():
@@ -539,6 +653,12 @@ class SqueezeRelease:
         module.eval()
         res = minimize(module, self.example_inputs)
         small = res.module
+        if compose_gathers(small):
+            # exact by construction; checked anyway on the example inputs
+            with torch.no_grad():
+                ref, got = module(*self.example_inputs), small(*self.example_inputs)
+            if not torch.allclose(ref, got, rtol=1e-5, atol=1e-5):
+                raise RuntimeError("compose_gathers changed the function")
         for p in small.parameters():
             p.requires_grad_(True)
         if self.shrink_before_finetune:
@@ -592,6 +712,8 @@ class SqueezeRelease:
             k = history[-1].cycle + 1
             module, rec = self.cycle(module, k, params_unpruned, history[-1].epochs_total)
             rec.checkpoint = self._checkpoint(module, k)
+            if self.carry_checkpoint and rec.checkpoint:
+                module = load_checkpoint(rec.checkpoint)
             history.append(rec)
             log.info("squeeze-release %s", rec.line())
             stop = self._stop(rec, params_unpruned)
@@ -603,7 +725,8 @@ class SqueezeRelease:
 # --------------------------------------------------------------------------- baseline
 def single_pass(model: nn.Module, example_inputs: tuple, train_fn: Callable, eval_fn: Callable[[nn.Module], float], *,
                 optimizer_fn: Callable, sparsity: float, epochs: int, criterion: Criterion = magnitude_scores,
-                params_unpruned: Optional[int] = None, shrink_before_finetune: bool = True) -> tuple:
+                params_unpruned: Optional[int] = None, shrink_before_finetune: bool = True,
+                prunable: Callable[[nn.Module], Dict[str, nn.Parameter]] = prunable_parameters) -> tuple:
     """Baseline: prune once to ``sparsity``, fine-tune ``epochs`` with the masks held, minimize.
 
     With ``shrink_before_finetune`` (default) the pruned model is minimized first and the
@@ -615,7 +738,7 @@ def single_pass(model: nn.Module, example_inputs: tuple, train_fn: Callable, eva
     """
     sr = SqueezeRelease(model, example_inputs, train_fn, eval_fn, optimizer_fn=optimizer_fn, schedule=sparsity,
                         criterion=criterion, finetune_epochs=epochs, train_epochs=0, do_release=False,
-                        measure_pruned=False, shrink_before_finetune=shrink_before_finetune)
+                        measure_pruned=False, shrink_before_finetune=shrink_before_finetune, prunable=prunable)
     params_unpruned = params_unpruned or deployable_size(model)
     module, rec = sr.cycle(model, 1, params_unpruned, 0)
     return module, rec

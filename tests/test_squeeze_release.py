@@ -67,6 +67,12 @@ def test_global_prune_masks_counts_and_nesting():
         sr.global_prune_masks(scores, 1.5)
 
 
+def test_global_prune_masks_never_drop_infinite_scores():
+    scores = {"a": torch.tensor([1.0, float("inf"), 2.0]), "b": torch.tensor([[float("inf"), 0.5]])}
+    masks = sr.global_prune_masks(scores, 1.0)
+    assert masks["a"].tolist() == [False, True, False] and masks["b"].tolist() == [[True, False]]
+
+
 def test_prunable_parameters_are_weights_only():
     names = set(sr.prunable_parameters(_mlp()))
     assert names == {"0.weight", "2.weight", "4.weight"}
@@ -217,3 +223,87 @@ def test_shrink_target_schedule():
     assert rec.params <= 0.6 * n0 and 0.5 <= rec.prune_fraction <= 0.9995
     with pytest.raises(ValueError):
         sr.ShrinkTarget(keep=1.5)
+
+
+def test_cosine_lr_schedule_decays_and_restores():
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+
+    class Loader:
+        def __len__(self):
+            return 4
+
+        def __iter__(self):
+            for i in range(4):
+                yield X[i * 8:(i + 1) * 8], Y[i * 8:(i + 1) * 8]
+
+    opt.register_step_pre_hook(lambda o, a, k: seen.append(o.param_groups[0]["lr"]))
+    sr.train_epochs(model, opt, Loader(), 2, progress=False, lr_schedule="cosine")
+    assert len(seen) == 8 and seen[0] == pytest.approx(0.1) and all(a >= b for a, b in zip(seen, seen[1:])) and seen[-1] < 0.01
+    assert opt.param_groups[0]["lr"] == 0.1
+    with pytest.raises(ValueError):
+        sr.train_epochs(model, opt, Loader(), 1, progress=False, lr_schedule="step")
+
+
+def test_unit_scores_favour_whole_rows():
+    w = torch.ones(4, 6)
+    w[1] *= 0.5  # a weak row: all its entries rank below equal-magnitude entries elsewhere
+    lin = nn.Linear(6, 4)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+    s = sr.unit_scores(lin, {"weight": lin.weight})["weight"]
+    assert s.shape == w.shape and bool((s[1] < s[0].min()).all())
+    masks = sr.global_prune_masks({"weight": s}, 0.25)
+    assert not bool(masks["weight"][1].any()) and bool(masks["weight"][[0, 2, 3]].all())
+
+
+def test_prunable_option_masks_one_dim_tensors():
+    """A custom ``prunable`` lets a structured criterion zero 1-D tensors (here a layer scale)."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(24, 16), nn.Linear(16, 3)
+            self.scale = nn.Parameter(torch.ones(16))
+
+        def forward(self, x):
+            return self.fc2(self.scale * F.relu(self.fc1(x)))
+
+    torch.manual_seed(0)
+    model = Scaled()
+
+    def prunable(m):
+        return {n: p for n, p in m.named_parameters() if p.dim() >= 2 or n.endswith("scale")}
+
+    def criterion(m, params):
+        scores = {n: torch.ones_like(p) for n, p in params.items()}
+        scores["scale"][:4] = 0.0  # the first four hidden units go through their scale alone
+        return scores
+
+    n_scale = 16
+    frac = 4 / sum(p.numel() for p in prunable(model).values())
+    res = _sr(model, schedule=frac, criterion=criterion, prunable=prunable, max_cycles=1, do_release=False,
+              finetune_epochs=0, train_epochs=0).run(resume=False)
+    assert res.history[1].shapes["fc1.weight"][0] == n_scale - 4
+
+
+def test_compose_gathers_folds_input_index_chain():
+    """Two cycles that both drop inputs: the second model's chained input gathers fold into one."""
+    x = X.clone()
+    model = _mlp()
+    train_fn(model, adam(model.parameters()), 3, {"phase": "dense"})
+    with torch.no_grad():
+        model[0].weight[:, 20:] = 0  # inputs 20.. unread
+    first = fxminimize.minimize(model.eval(), (x[:4],)).module
+    with torch.no_grad():
+        first.get_parameter("0.weight")[:, 10:] = 0  # of the 20 kept, 10.. unread
+    second = fxminimize.minimize(first.eval(), (x[:4],)).module
+    ref = second(x)
+    n_before = sr.deployable_size(second)
+    gathers = lambda m: sum(1 for n in m.graph.nodes if sr._is_index_select(n))  # noqa: E731
+    chained = gathers(second)
+    removed = sr.compose_gathers(second)
+    assert removed == chained - 1 and gathers(second) == 1
+    assert torch.equal(second(x), ref) and sr.deployable_size(second) < n_before
+    assert sr.compose_gathers(model) == 0  # not a GraphModule: left alone

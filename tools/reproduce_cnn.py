@@ -6,17 +6,21 @@ The network (:class:`ConvNeXtFM`) has ConvNeXt-Tiny's design scaled to 28x28 gre
 CPU cores: patchify stem (2x2 conv, stride 2) + channels-first LayerNorm; residual stages of
 ConvNeXt blocks (depthwise 7x7 conv, LayerNorm, inverted MLP Linear d→4d, GELU, Linear 4d→d,
 layer scale, residual add); a LayerNorm + 2x2 stride-2 conv between stages; global average pool,
-LayerNorm, Linear head. Defaults: dims (16, 32), depths (2, 2), about 27 k parameters.
+LayerNorm, Linear head. Defaults: dims (16, 32), depths (2, 2), 28,666 parameters.
 
 The same three comparisons as ``reproduce_fc.py``: the dense model, Squeeze-Release cycles, a
 single prune-and-shrink pass with the whole Squeeze-Release training budget, and a dense
 network of the same family trained from scratch at each cycle's shape (stage widths and every
 block's MLP width read from the minimized model).
 
-What the exact rewrite can remove depends on the analysis: channels of the residual stream feed
-LayerNorm; until LayerNorm channel removal (CompensatedLayerNorm) is wired into the analysis
-they are kept, and only MLP hidden units (and what dies with them) are removed. Nothing here
-assumes either way: rerun the script once it lands and the deployable sizes will follow.
+Residual-stream channels (the stem/downsampling outputs every block of a stage adds into) are
+removed only when they are CONST in every writer and every reader folds them: with plain
+magnitude pruning of >= 2-D tensors that never happens, because the stem LayerNorm's weight and
+the layer scales (1-D) are never pruned, and a whole channel would have to die in the stem, in
+every block and in the next downsampling at once. ``--criterion stream`` (the default,
+:func:`stream_scores`) scores each stream channel jointly over all its writers and readers and
+also masks those 1-D tensors, so whole stream channels die and the squeeze removes them
+(CompensatedLayerNorm keeps every LayerNorm exact); ``--criterion magnitude`` is the plain one.
 
 A full run (all 60,000 training images, the defaults) is sized for about an hour on two cores;
 ``--train-limit`` and the epoch options give shorter runs.
@@ -39,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reproduce_fc import machine, plot  # noqa: E402
+from reproduce_fc import machine, plot, summarize  # noqa: E402
 
 from fxminimize import squeeze_release as sr  # noqa: E402
 from fxminimize.data import TensorLoader, load_fashion_mnist  # noqa: E402
@@ -103,6 +107,102 @@ class ConvNeXtFM(nn.Module):
         return self.head(self.norm(x.mean((2, 3))))
 
 
+def stream_groups(depths: Sequence[int]) -> list:
+    """For each stage, the tensor slices that touch one channel ``c`` of its residual stream:
+    ``(name, kind)`` with kind ``"row"`` (``W[c]``), ``"col"`` (``W[:, c]``) or ``"vec"`` (``v[c]``).
+
+    Writers: the stem conv and the stem LayerNorm's weight (stage 0) or the downsampling conv
+    (later stages), and every block's layer scale ``gamma``; readers: every block's depthwise
+    conv, its LayerNorm weight and ``pwconv1`` column, ``pwconv2`` row, and the next LayerNorm
+    weight and conv column (downsampling, or the final norm and head). With all of them zero the
+    channel is CONST in every writer (the LayerNorm/conv biases are constants) and every reader
+    of it is constant-foldable, so the squeeze removes it (CompensatedLayerNorm keeps the norms
+    exact)."""
+    groups = []
+    for s, n in enumerate(depths):
+        g = [("stem.0.weight", "row"), ("stem.1.weight", "vec")] if s == 0 else [(f"downsample.{s - 1}.1.weight", "row")]
+        for b in range(n):
+            pre = f"stages.{s}.{b}."
+            g += [(pre + "gamma", "vec"), (pre + "dwconv.weight", "row"), (pre + "norm.weight", "vec"),
+                  (pre + "pwconv1.weight", "col"), (pre + "pwconv2.weight", "row")]
+        if s < len(depths) - 1:
+            g += [(f"downsample.{s}.0.weight", "vec"), (f"downsample.{s}.1.weight", "col")]
+        else:
+            g += [("norm.weight", "vec"), ("head.weight", "col")]
+        groups.append(g)
+    return groups
+
+
+def stream_prunable(depths: Sequence[int]):
+    """``prunable`` for SqueezeRelease: every tensor with >= 2 dims plus the 1-D tensors of
+    :func:`stream_groups` (norm weights, layer scales)."""
+    vec = {name for g in stream_groups(depths) for name, kind in g if kind == "vec"}
+
+    def prunable(model):
+        return {n: p for n, p in model.named_parameters() if p.is_floating_point() and (p.dim() >= 2 or n in vec)}
+    return prunable
+
+
+def stream_scores(depths: Sequence[int], weight: float = 1.0, max_drop: float = 0.5, tensor_keep: float = 0.0):
+    """Criterion scoring the residual-stream channels jointly across all their writers and readers.
+
+    Channel ``c`` of a stage gets ``s_c = weight · mean |w|`` over its entries in the >= 2-D
+    tensors of :func:`stream_groups`; each of those entries scores ``min(|w|, s_c)`` and its 1-D
+    entries score ``s_c``. Entries still prune one by one by magnitude, but once the global
+    threshold passes ``s_c`` every slice of the channel goes at once, which is what makes it
+    removable. At most ``max_drop`` of a stage's stream channels can go in one cycle: the others
+    (highest ``s_c``) score plain ``|w|`` and their 1-D entries are never pruned (without this
+    cap a prune fraction that shrinks the model by half can empty a whole stage's stream, and
+    the network collapses to chance). Every other entry scores ``|w|`` (plain magnitude: MLP
+    hidden units die as before). ``tensor_keep`` > 0: in every >= 2-D tensor the top
+    ``tensor_keep`` share of entries (by the scores above) is never pruned, so a high global
+    fraction cannot empty a tensor (which makes the network constant).
+    """
+    import math
+
+    groups = stream_groups(depths)
+
+    def _slice(t, kind, c):
+        return t[c] if kind in ("row", "vec") else t[:, c]
+
+    def criterion(model, params):
+        scores = {n: p.detach().abs().float() for n, p in params.items()}
+        for g in groups:
+            g = [(n, k) for n, k in g if n in params]
+            if not g:
+                continue
+            width = params[g[0][0]].shape[0] if g[0][1] != "col" else params[g[0][0]].shape[1]
+            # a reader may already have lost some of the channels (e.g. a pwconv1 column that was
+            # all zero is removed while the stream channel stays): its indices no longer line up
+            # with the writer's, so it is left to plain magnitude. The channel can still die when
+            # the remaining slices (its LayerNorm weight among them) are zero.
+            g = [(n, k) for n, k in g if params[n].shape[1 if k == "col" else 0] == width]
+            s = []
+            for c in range(width):
+                mats = [_slice(scores[n], k, c).reshape(-1) for n, k in g if k != "vec"]
+                s.append(weight * float(torch.cat(mats).mean()))
+            n_protect = max(1, width - math.floor(max_drop * width))
+            protected = set(sorted(range(width), key=lambda c: -s[c])[:n_protect])
+            for c in range(width):
+                for n, k in g:
+                    sl = _slice(scores[n], k, c)
+                    if c in protected:
+                        if k == "vec":
+                            sl.fill_(math.inf)
+                    else:
+                        sl.copy_(torch.full_like(sl, s[c]) if k == "vec" else sl.clamp(max=s[c]))
+        if tensor_keep > 0:
+            for n, t in scores.items():
+                if t.dim() >= 2:
+                    k = max(1, math.ceil(tensor_keep * t.numel()))
+                    flat = t.reshape(-1)
+                    flat[torch.topk(flat, k).indices] = math.inf
+        return scores
+
+    criterion.__name__ = f"stream_scores(weight={weight}, max_drop={max_drop}, tensor_keep={tensor_keep})"
+    return criterion
+
+
 def family_config(shapes: dict, depths: Sequence[int]) -> dict:
     """Stage widths and block MLP widths of a (minimized) ConvNeXtFM, from its weight shapes."""
     dims = [shapes["stem.0.weight"][0]] + [shapes[f"downsample.{i}.1.weight"][0] for i in range(len(depths) - 1)]
@@ -122,16 +222,26 @@ def run_seed(seed: int, args, data) -> dict:
 
     def train_fn(model, opt, epochs, info):
         sr.train_epochs(model, opt, loader, epochs, desc=f"seed {seed} {info.get('phase', '')} c{info.get('cycle', '')}",
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, lr_schedule=args.lr_schedule)
 
     def eval_fn(model):
         return sr.accuracy(model, xte, yte, batch_size=500)
 
+    if args.criterion == "stream":
+        crit = dict(criterion=stream_scores(depths, args.stream_weight, args.stream_max_drop, args.tensor_keep),
+                    prunable=stream_prunable(depths))
+    else:
+        crit = dict(criterion=sr.magnitude_scores)
     out: dict = {"seed": seed}
     torch.manual_seed(seed)
     dense = ConvNeXtFM(args.dims, depths)
     t0 = time.perf_counter()
-    train_fn(dense, optimizer_fn(dense.parameters()), args.dense_epochs, {"phase": "dense"})
+    ckpt0 = os.path.join(args.ckpt_dir, f"cnn_seed{seed}", "cycle_000.pt2") if args.ckpt_dir else None
+    if args.resume and ckpt0 and os.path.exists(ckpt0):
+        dense = sr.load_checkpoint(ckpt0)  # the dense model a previous run trained (same seed and args)
+        log.info("seed %d dense model read back from %s", seed, ckpt0)
+    else:
+        train_fn(dense, optimizer_fn(dense.parameters()), args.dense_epochs, {"phase": "dense"})
     dense.eval()
     out["dense"] = {"params": sr.deployable_size(dense), "accuracy": eval_fn(dense), "epochs": args.dense_epochs,
                     "time_s": time.perf_counter() - t0, "onnx_bytes": sr.onnx_bytes(dense, example),
@@ -144,8 +254,9 @@ def run_seed(seed: int, args, data) -> dict:
                             schedule=sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule,
                             finetune_epochs=args.ft_epochs, train_epochs=args.train_epochs,
                             release_scale=args.release_scale, max_cycles=args.max_cycles, accuracy_floor=args.floor,
+                            target_ratio=args.target_ratio,
                             checkpoint_dir=os.path.join(args.ckpt_dir, f"cnn_seed{seed}") if args.ckpt_dir else None,
-                            seed=seed)
+                            seed=seed, carry_checkpoint=True, **crit)
     res = cyc.run(resume=args.resume)
     hist = [asdict(r) for r in res.history]
     for rec in hist[1:]:
@@ -154,15 +265,27 @@ def run_seed(seed: int, args, data) -> dict:
     out["squeeze_release"] = {"history": hist, "stop_reason": res.stop_reason, "time_s": time.perf_counter() - t0}
     for r in res.history:
         log.info("seed %d SR %s", seed, r.line())
+    with open(args.out + ".partial.json", "w") as f:  # the cycles, in case the baselines do not finish
+        json.dump({"args": vars(args), "runs": [out]}, f, indent=1)
     budget = res.history[-1].epochs_total
 
     out["single_pass"] = []
-    for s in args.single_sparsities:
+    targets = [(None, s) for s in args.single_sparsities]
+    if args.single_ratios:
+        # the sparsity whose minimized model has the target deployable size (bisection on the dense model)
+        targets = []
+        for ratio in args.single_ratios:
+            probe = copy.deepcopy(dense)
+            score_fn = dict(crit) if 'criterion' in crit else dict(criterion=sr.magnitude_scores)
+            pr = score_fn.get("prunable", sr.prunable_parameters)
+            scores = score_fn["criterion"](probe, pr(probe))
+            targets.append((ratio, sr.ShrinkTarget(1.0 / ratio, lo=0.3, steps=16).search(probe, scores, example)))
+    for ratio_target, s in targets:
         t0 = time.perf_counter()
         small, rec = sr.single_pass(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn,
-                                    sparsity=s, epochs=budget, params_unpruned=out["dense"]["params"])
+                                    sparsity=s, epochs=budget, params_unpruned=out["dense"]["params"], **crit)
         d = asdict(rec)
-        d.update(sparsity=s, time_s=time.perf_counter() - t0)
+        d.update(sparsity=s, target_ratio=ratio_target, time_s=time.perf_counter() - t0)
         out["single_pass"].append(d)
         log.info("seed %d single pass %.3f: %d params (%.2fx) acc %.2f%%", seed, s, rec.params, rec.ratio,
                  100 * rec.accuracy)
@@ -199,6 +322,19 @@ def main(argv=None) -> None:
     ap.add_argument("--max-cycles", type=int, default=5)
     ap.add_argument("--floor", type=float, default=0.80)
     ap.add_argument("--single-sparsities", type=float, nargs="+", default=[0.9, 0.97])
+    ap.add_argument("--criterion", choices=["magnitude", "stream"], default="stream",
+                    help="stream: residual-stream channels scored jointly across writers and readers "
+                         "(stream_scores), so whole stream channels die; magnitude: plain |w| on >= 2-D tensors")
+    ap.add_argument("--stream-weight", type=float, default=1.0)
+    ap.add_argument("--stream-max-drop", type=float, default=0.5,
+                    help="at most this share of a stage's stream channels is pruned per cycle")
+    ap.add_argument("--tensor-keep", type=float, default=0.1,
+                    help="the top share of every >= 2-D tensor's entries is never pruned (stream criterion)")
+    ap.add_argument("--single-ratios", type=float, nargs="+", default=None,
+                    help="single pass at these compressions instead of --single-sparsities (the sparsity is found by "
+                         "bisection so that the minimized model has 1/ratio of the dense deployable size)")
+    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    ap.add_argument("--target-ratio", type=float, default=None)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--wd", type=float, default=0.05)
     ap.add_argument("--batch", type=int, default=128)
@@ -210,7 +346,14 @@ def main(argv=None) -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--summary", action="store_true", help="print the markdown summary of --out")
     args = ap.parse_args(argv)
+    if args.summary:
+        with open(args.out) as f:
+            res = json.load(f)
+        for drop in (0.01, 0.02):
+            print(summarize(res, drop, at_ratio=14.8) + "\n")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.plot_only:
         with open(args.out) as f:

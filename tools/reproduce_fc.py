@@ -42,6 +42,7 @@ from fxminimize.data import TensorLoader, load_fashion_mnist
 from fxminimize.models import LeNet300100
 
 log = logging.getLogger("reproduce_fc")
+CRITERIA = {"magnitude": sr.magnitude_scores, "lamp": sr.lamp_scores, "unit": sr.unit_scores}
 
 
 class GatherMLP(nn.Module):
@@ -98,7 +99,7 @@ def run_seed(seed: int, args, data) -> dict:
 
     def train_fn(model, opt, epochs, info):
         sr.train_epochs(model, opt, loader, epochs, desc=f"seed {seed} {info.get('phase', '')} c{info.get('cycle', '')}",
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, lr_schedule=args.lr_schedule)
 
     def eval_fn(model):
         return sr.accuracy(model, xte, yte)
@@ -121,6 +122,7 @@ def run_seed(seed: int, args, data) -> dict:
                             schedule=sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule,
                             finetune_epochs=args.ft_epochs, train_epochs=args.train_epochs,
                             release_scale=args.release_scale, max_cycles=args.max_cycles, accuracy_floor=args.floor,
+                            criterion=CRITERIA[args.criterion], target_ratio=args.target_ratio,
                             checkpoint_dir=os.path.join(args.ckpt_dir, f"fc_seed{seed}") if args.ckpt_dir else None,
                             seed=seed)
     res = cyc.run(resume=args.resume)
@@ -137,18 +139,31 @@ def run_seed(seed: int, args, data) -> dict:
 
     # single prune-and-shrink pass with the same training budget
     out["single_pass"] = []
-    for s in args.single_sparsities:
+    out["scratch"] = []
+    if args.sr_only:
+        return out
+    targets = [(None, s) for s in args.single_sparsities]
+    if args.single_ratios:
+        # the sparsity whose minimized model has the target deployable size (bisection on the dense model)
+        targets = []
+        for ratio in args.single_ratios:
+            probe = copy.deepcopy(dense)
+            score_fn = dict(criterion=CRITERIA[args.criterion])
+            pr = score_fn.get("prunable", sr.prunable_parameters)
+            scores = score_fn["criterion"](probe, pr(probe))
+            targets.append((ratio, sr.ShrinkTarget(1.0 / ratio, lo=0.3, steps=16).search(probe, scores, example)))
+    for ratio_target, s in targets:
         t0 = time.perf_counter()
         small, rec = sr.single_pass(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn,
-                                    sparsity=s, epochs=budget, params_unpruned=out["dense"]["params"])
+                                    sparsity=s, epochs=budget, params_unpruned=out["dense"]["params"],
+                                    criterion=CRITERIA[args.criterion])
         d = asdict(rec)
-        d.update(sparsity=s, time_s=time.perf_counter() - t0)
+        d.update(sparsity=s, target_ratio=ratio_target, time_s=time.perf_counter() - t0)
         out["single_pass"].append(d)
         log.info("seed %d single pass %.3f: %d params (%.1fx) acc %.2f%%", seed, s, rec.params, rec.ratio,
                  100 * rec.accuracy)
 
     # dense from scratch at each Squeeze-Release size (same shape)
-    out["scratch"] = []
     for rec in res.history[1:]:
         m = sr.load_checkpoint(rec.checkpoint) if rec.checkpoint else None
         shapes = rec.shapes
@@ -168,36 +183,49 @@ def run_seed(seed: int, args, data) -> dict:
 
 
 def plot(results: dict, path: str, title: str) -> None:
+    """Accuracy against deployable compression: one colour per method, one line per seed
+    (Squeeze-Release points numbered by cycle), each seed's dense accuracy and dense − 1 pt."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    styles = ["-", "--", ":", "-."]
+    c_sr, c_sp, c_sc, c_d = "tab:blue", "tab:orange", "tab:green", "grey"
     for i, run in enumerate(results["runs"]):
-        c = colors[i % len(colors)]
-        seed = run["seed"]
+        seed, ls = run["seed"], styles[i % len(styles)]
+        first = i == 0
         h = run["squeeze_release"]["history"]
-        ax.plot([r["ratio"] for r in h], [100 * r["accuracy"] for r in h], "o-", color=c,
-                label=f"Squeeze-Release (seed {seed})")
+        ax.plot([r["ratio"] for r in h], [100 * r["accuracy"] for r in h], "o" + ls, color=c_sr, ms=4,
+                label="Squeeze-Release, cycle by cycle" if first else None)
         for r in h[1:]:
-            ax.annotate(str(r["cycle"]), (r["ratio"], 100 * r["accuracy"]), fontsize=7, color=c,
-                        textcoords="offset points", xytext=(3, 3))
+            ax.annotate(str(r["cycle"]), (r["ratio"], 100 * r["accuracy"]), fontsize=6, color=c_sr,
+                        textcoords="offset points", xytext=(2, 3))
         sp = sorted(run["single_pass"], key=lambda r: r["ratio"])
-        ax.plot([r["ratio"] for r in sp], [100 * r["accuracy"] for r in sp], "s--", color=c, alpha=0.7,
-                label=f"single pass, same budget (seed {seed})")
+        if sp:
+            ax.plot([r["ratio"] for r in sp], [100 * r["accuracy"] for r in sp], "s" + ls, color=c_sp, ms=4,
+                    label="single prune-and-shrink pass, same epochs" if first else None)
         sc = run["scratch"]
         dense_params = run["dense"]["params"]
-        ax.plot([dense_params / r["params"] for r in sc], [100 * r["accuracy"] for r in sc], "^:", color=c, alpha=0.7,
-                label=f"dense from scratch, same shape (seed {seed})")
-        ax.axhline(100 * run["dense"]["accuracy"], color=c, lw=0.6, alpha=0.5)
+        if sc:
+            ax.plot([dense_params / r["params"] for r in sc], [100 * r["accuracy"] for r in sc], "^" + ls, color=c_sc,
+                    ms=4, label="dense from scratch, same shape and size" if first else None)
+        d = 100 * run["dense"]["accuracy"]
+        ax.axhline(d, color=c_d, lw=0.7, ls=ls, label="dense (unpruned) accuracy" if first else None)
+        ax.axhline(d - 1, color="red", lw=0.7, ls=ls, alpha=0.6, label="dense − 1.0 pt" if first else None)
     for x, lab in results.get("markers", []):
-        ax.axvline(x, color="grey", lw=0.8, ls="--")
-        ax.text(x, ax.get_ylim()[0], f" {lab}", fontsize=8, color="grey", va="bottom")
+        ax.axvline(x, color="black", lw=0.8, ls="--", alpha=0.6)
+        ax.text(x, 0.02, f" {lab}", fontsize=8, color="black", va="bottom", transform=ax.get_xaxis_transform())
     ax.set_xscale("log")
     ax.set_xlabel("deployable compression (unpruned stored params / minimized stored params, log)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title, fontsize=10)
+    seeds = ", ".join(str(r["seed"]) for r in results["runs"])
+    ax.set_title(f"{title}\nseeds {seeds} (line styles: one per seed)", fontsize=10)
+    for x, y, lab in results.get("target_points", []):
+        ax.plot([x], [y], "*", color="red", ms=12, label=lab)
+    lo = min(100 * r["accuracy"] for run in results["runs"]
+             for r in run["squeeze_release"]["history"] + run["single_pass"] + run["scratch"])
+    ax.set_ylim(max(lo - 1.5, 0), None)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
@@ -215,12 +243,25 @@ def _interp_acc(points, ratio):
     return None
 
 
+def _crossing(points, level):
+    """The compression at which accuracy (interpolated in log ratio between measured points, in
+    order of ratio) first falls below ``level``; the last ratio if it never does."""
+    import math
+    pts = sorted(points)
+    for (r0, a0), (r1, a1) in zip(pts, pts[1:]):
+        if a0 >= level > a1:
+            t = (a0 - level) / (a0 - a1)
+            return math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0)))
+    return pts[-1][0] if pts and pts[-1][1] >= level else (pts[0][0] if pts else 1.0)
+
+
 def summarize(results: dict, drop: float = 0.01, at_ratio: Optional[float] = None) -> str:
     """Markdown: per seed, the largest compression within ``drop`` of the dense accuracy for each
     method, and the accuracy interpolated at ``at_ratio``; then mean and spread over seeds."""
     import statistics as st
 
-    rows, best = [], {"sr": [], "sp": [], "sc": [], "dense": [], "at": [], "at_sp": [], "at_sc": []}
+    rows, best = [], {"sr": [], "sp": [], "sc": [], "dense": [], "at": [], "at_sp": [], "at_sc": [], "x_sr": [],
+                      "x_sp": [], "x_sc": []}
     for run in results["runs"]:
         d = run["dense"]
         floor = d["accuracy"] - drop
@@ -228,6 +269,9 @@ def summarize(results: dict, drop: float = 0.01, at_ratio: Optional[float] = Non
         sp_pts = [(1.0, d["accuracy"])] + [(r["ratio"], r["accuracy"]) for r in run["single_pass"]]
         sc_pts = [(1.0, d["accuracy"])] + [(d["params"] / r["params"], r["accuracy"]) for r in run["scratch"]]
         b = [max([r for r, a in pts if a >= floor], default=1.0) for pts in (sr_pts, sp_pts, sc_pts)]
+        x = [_crossing(pts, floor) for pts in (sr_pts, sp_pts, sc_pts)]
+        for k, v in zip(("x_sr", "x_sp", "x_sc"), x):
+            best[k].append(v)
         best["dense"].append(d["accuracy"])
         for k, v in zip(("sr", "sp", "sc"), b):
             best[k].append(v)
@@ -238,6 +282,7 @@ def summarize(results: dict, drop: float = 0.01, at_ratio: Optional[float] = Non
                 best[k].append(v)
         fmt = lambda a: "not reached" if a is None else f"{100 * a:.2f}%"  # noqa: E731
         rows.append(f"| {run['seed']} | {100 * d['accuracy']:.2f}% | {b[0]:.1f}x | {b[1]:.1f}x | {b[2]:.1f}x"
+                    f" | {x[0]:.1f}x | {x[1]:.1f}x | {x[2]:.1f}x"
                     + (f" | {fmt(at[0])} | {fmt(at[1])} | {fmt(at[2])} |" if at_ratio else " |"))
 
     def ms(xs, pct=False):
@@ -248,11 +293,13 @@ def summarize(results: dict, drop: float = 0.01, at_ratio: Optional[float] = Non
         s = (st.stdev(xs) if len(xs) > 1 else 0.0) * (100 if pct else 1)
         return f"{m:.2f}{'%' if pct else 'x'} ± {s:.2f}"
 
-    head = ("| seed | dense acc | SR: max ratio within {p} pt | single pass | scratch, same shape"
+    head = ("| seed | dense acc | SR: max ratio within {p:g} pt (measured cycle) | single pass | scratch, same shape"
+            " | SR: ratio where the curve crosses dense − {p:g} pt (log-interpolated) | single pass | scratch"
             .format(p=100 * drop))
     head += (f" | SR acc at {at_ratio}x | single pass at {at_ratio}x | scratch at {at_ratio}x |" if at_ratio else " |")
     sep = "|" + "---|" * (head.count("|") - 1)
     mean = (f"| mean ± sd | {ms(best['dense'], True)} | {ms(best['sr'])} | {ms(best['sp'])} | {ms(best['sc'])}"
+            f" | {ms(best['x_sr'])} | {ms(best['x_sp'])} | {ms(best['x_sc'])}"
             + (f" | {ms(best['at'], True)} | {ms(best['at_sp'], True)} | {ms(best['at_sc'], True)} |" if at_ratio else " |"))
     return "\n".join([head, sep] + rows + [mean])
 
@@ -272,6 +319,14 @@ def main(argv=None) -> None:
     ap.add_argument("--max-cycles", type=int, default=9)
     ap.add_argument("--floor", type=float, default=0.80)
     ap.add_argument("--single-sparsities", type=float, nargs="+", default=[0.98, 0.99, 0.995, 0.997, 0.998, 0.999])
+    ap.add_argument("--criterion", choices=sorted(CRITERIA), default="magnitude")
+    ap.add_argument("--single-ratios", type=float, nargs="+", default=None,
+                    help="single pass at these compressions instead of --single-sparsities (the sparsity is found by "
+                         "bisection so that the minimized model has 1/ratio of the dense deployable size)")
+    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                    help="learning rate within every training call (dense, each phase of a cycle, baselines)")
+    ap.add_argument("--target-ratio", type=float, default=None, help="stop Squeeze-Release at this compression")
+    ap.add_argument("--sr-only", action="store_true", help="skip both baselines (exploration runs)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--wd", type=float, default=0.05)
     ap.add_argument("--batch", type=int, default=128)
@@ -284,7 +339,21 @@ def main(argv=None) -> None:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--plot-only", action="store_true", help="redraw --plot from --out")
     ap.add_argument("--summary", action="store_true", help="print the markdown summary of --out")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="combine the runs of these result files (one seed each, run in parallel) into --out")
     args = ap.parse_args(argv)
+    if args.merge:
+        parts = [json.load(open(p)) for p in args.merge]
+        merged = dict(parts[0])
+        merged["runs"] = sorted((r for p in parts for r in p["runs"]), key=lambda r: r["seed"])
+        merged["commands"] = [p["command"] for p in parts]
+        merged["time_s"] = {str(p["runs"][0]["seed"]): p.get("time_s") for p in parts}
+        merged.setdefault("target_points", [[39, 86.0, "target: 86 % at 39x"]])
+        with open(args.out, "w") as f:
+            json.dump(merged, f, indent=1)
+        if args.plot:
+            plot(merged, args.plot, f"LeNet-300-100, Fashion-MNIST ({merged['date']})")
+        return
     if args.summary:
         with open(args.out) as f:
             res = json.load(f)
@@ -302,7 +371,8 @@ def main(argv=None) -> None:
     results = {"model": "LeNet-300-100 (784-300-100-10)", "dataset": "Fashion-MNIST",
                "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "args": vars(args),
                "machine": machine(), "date": datetime.date.today().isoformat(), "runs": [],
-               "markers": [[10, "10x"], [39, "39x (paper, MNIST)"]]}
+               "markers": [[10, "10x"], [39, "39x (paper, MNIST)"]],
+               "target_points": [[39, 86.0, "target: 86 % at 39x"]]}
     t0 = time.perf_counter()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     for seed in args.seeds:
@@ -311,7 +381,7 @@ def main(argv=None) -> None:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
     if args.plot:
-        plot(results, args.plot, f"LeNet-300-100, Fashion-MNIST ({results['date']}, {len(args.seeds)} seeds)")
+        plot(results, args.plot, f"LeNet-300-100, Fashion-MNIST ({results['date']})")
     log.info("done in %.0fs -> %s", time.perf_counter() - t0, args.out)
 
 
