@@ -25,6 +25,13 @@ def _nd(n) -> int:
     return len(shape(n))
 
 
+def _nonzero(t: torch.Tensor) -> np.ndarray:
+    """t != 0 as a numpy bool array (numpy's compare is much faster than torch's on one thread)."""
+    if t.dtype in (torch.float32, torch.float64, torch.float16):
+        return t.numpy() != 0
+    return (t != 0).numpy()
+
+
 # --------------------------------------------------------------------------- contractions
 class _Contraction(Rule):
     """Shared math of Linear and convolution: y_j = b_j + Σ_i W_ji ⊛ x_i.
@@ -66,7 +73,8 @@ class _Contraction(Rule):
         key = ("mat", n)
         if key not in a.cache:
             nz, bias, padded = self.build(a, n)
-            a.cache[key] = (nz.numpy(), None if bias is None else bias.numpy(), padded)
+            a.cache[key] = (nz if isinstance(nz, np.ndarray) else nz.numpy(),
+                            None if bias is None else bias.numpy(), padded)
         return a.cache[key]
 
     def kernel_sums(self, a, n, cols: np.ndarray) -> np.ndarray:
@@ -93,7 +101,7 @@ class _Contraction(Rule):
             a.set_value(n, np.zeros(O, bool), np.zeros(O))
             return
         cin, vin = a.const_of(x)
-        const = ~nz[:, ~cin].any(1)
+        const = ~(nz[:, ~cin] if cin.any() else nz).any(1)
         if padded:
             const &= ~nz[:, cin & (vin != 0)].any(1)
         cols = np.nonzero(cin)[0]
@@ -139,7 +147,7 @@ class LinearRule(_Contraction):
     def build(self, a, n):
         _, w, b = self.params(n)
         bias = a.tensor(b).detach().double() if b is not None else None
-        return a.tensor(w).detach() != 0, bias, False
+        return _nonzero(a.tensor(w).detach()), bias, False
 
     def kernel_sums(self, a, n, cols):
         return a.tensor(self.params(n)[1]).detach()[:, torch.from_numpy(cols)].double().numpy()
@@ -188,15 +196,14 @@ class ConvRule(_Contraction):
         W = a.tensor(w).detach()
         g = self.groups(n)
         O, Ig = W.shape[0], W.shape[1]
-        spatial = tuple(range(2, W.dim()))
-        nz_l = (W != 0).any(dim=spatial) if spatial else W != 0
+        nz_l = _nonzero(W).reshape(O, Ig, -1).any(2)
         if g == 1:
             nz = nz_l
         else:
             Og = O // g
-            rows = torch.arange(O)[:, None].expand(O, Ig)
-            cols = (torch.arange(O) // Og)[:, None] * Ig + torch.arange(Ig)[None, :]
-            nz = torch.zeros(O, Ig * g, dtype=torch.bool)
+            rows = np.broadcast_to(np.arange(O)[:, None], (O, Ig))
+            cols = (np.arange(O) // Og)[:, None] * Ig + np.arange(Ig)[None, :]
+            nz = np.zeros((O, Ig * g), dtype=bool)
             nz[rows, cols] = nz_l
         bias = a.tensor(b).detach().double() if b is not None else None
         return nz, bias, self.padded(a, n)

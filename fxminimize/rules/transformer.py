@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..ir import bind
 from . import register
 from .base import Rule
-from .ops import LinearRule
+from .ops import LinearRule, _nonzero
 
 aten = torch.ops.aten
 
@@ -71,7 +71,7 @@ class AddmmRule(LinearRule):
     def build(self, a, n):
         _, w, b = self.params(n)
         bias = a.tensor(b).detach().double() if b is not None else None
-        return a.tensor(w).detach().t() != 0, bias, False
+        return _nonzero(a.tensor(w).detach()).T, bias, False
 
     def kernel_sums(self, a, n, cols):
         return a.tensor(self.params(n)[1]).detach()[torch.from_numpy(cols)].t().double().numpy()
