@@ -252,7 +252,7 @@ def main(argv=None):
     for fl in failures:
         print(f"    seed {fl['seed']}: {fl['status']}: {fl['message'][:200]}\n      python tools/fuzz.py --replay "
               f"{fl.get('shrunk', fl['file'])}")
-    print(f"  missed   {counts['missed']} (obviously removable structure, no parameter removed)")
+    print(f"  missed   {counts['missed']} (obviously removable structure, no channel removed)")
     for s, m in missed[:10]:
         print(f"    seed {s}: {m[:200]}")
     print(f"  invalid  {counts['invalid']} (generated model unusable; not counted as failures)")
