@@ -370,6 +370,9 @@ def save_checkpoint(module: nn.Module, example_inputs: tuple, path: str) -> None
     from .capture import batch_dynamic_shapes
 
     module = _unwrap(module)
+    # the example inputs are stored in the program: a view (x_train[:16]) would store its whole
+    # base tensor (the training set) in every checkpoint, so copy them
+    example_inputs = tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in example_inputs)
     was = module.training
     module.eval()
     try:

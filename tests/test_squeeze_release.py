@@ -307,3 +307,12 @@ def test_compose_gathers_folds_input_index_chain():
     assert removed == chained - 1 and gathers(second) == 1
     assert torch.equal(second(x), ref) and sr.deployable_size(second) < n_before
     assert sr.compose_gathers(model) == 0  # not a GraphModule: left alone
+
+
+def test_checkpoint_does_not_store_the_base_of_a_view(tmp_path):
+    big = torch.randn(20000, 24)
+    model = _mlp().eval()
+    path = str(tmp_path / "m.pt2")
+    sr.save_checkpoint(model, (big[:4],), path)
+    assert os.path.getsize(path) < 4 * big.numel() / 4  # far below the 1.9 MB base tensor
+    assert torch.allclose(sr.load_checkpoint(path)(X[:4]), model(X[:4]))

@@ -212,7 +212,7 @@ def family_config(shapes: dict, depths: Sequence[int]) -> dict:
 
 def run_seed(seed: int, args, data) -> dict:
     xtr, ytr, xte, yte = data
-    example = (xtr[:4],)
+    example = (xtr[:4].clone(),)  # a copy: a view would make every checkpoint store the whole training set
     depths = tuple(args.depths)
 
     def optimizer_fn(params):

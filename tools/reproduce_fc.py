@@ -90,7 +90,7 @@ def machine() -> str:
 
 def run_seed(seed: int, args, data) -> dict:
     xtr, ytr, xte, yte = data
-    example = (xtr[:16],)
+    example = (xtr[:16].clone(),)  # a copy: a view would make every checkpoint store the whole training set
 
     def optimizer_fn(params):
         return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
@@ -205,7 +205,7 @@ def plot(results: dict, path: str, title: str) -> None:
         if sp:
             ax.plot([r["ratio"] for r in sp], [100 * r["accuracy"] for r in sp], "s" + ls, color=c_sp, ms=4,
                     label="single prune-and-shrink pass, same epochs" if first else None)
-        sc = run["scratch"]
+        sc = sorted(run["scratch"], key=lambda r: -r["params"])
         dense_params = run["dense"]["params"]
         if sc:
             ax.plot([dense_params / r["params"] for r in sc], [100 * r["accuracy"] for r in sc], "^" + ls, color=c_sc,
