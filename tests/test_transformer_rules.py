@@ -132,3 +132,16 @@ def test_constant_output_channels_are_restored():
         y = r.module(x)
     assert y.shape == (2, 8)
     torch.testing.assert_close(y[:, R], F.gelu(torch.tensor([0.7, -1.3, 2.1])).expand(2, 3))
+
+
+def test_result_with_compensated_layer_norm_can_be_deep_copied():
+    """Regression: rewrite bookkeeping (node objects) must not stay in the result's meta."""
+    import copy
+
+    torch.manual_seed(0)
+    m = LNBlock().eval()
+    with torch.no_grad():
+        m.b.weight[:, R] = 0
+    r = fxminimize.minimize(m, (torch.randn(4, 5),))
+    dup = copy.deepcopy(r.module)
+    compare(r.module, dup, (torch.randn(3, 5),))
