@@ -65,5 +65,5 @@ def run_demo(write=print) -> list[dict]:
         write(f"{r['model']:<16}{r['before']:>15,}{r['after']:>14,}{r['ratio']:>7.2f}x{r['max_err']:>13.2e}"
               f"{r['seconds']:>8.2f}")
     write("Each minimized model was verified against its masked original "
-          "(example + random inputs, batch 1 and 7).")
+          "(example and random inputs at the example batch, and random inputs at batch 1 and one more).")
     return rows
