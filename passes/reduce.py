@@ -10,7 +10,8 @@ import math
 
 import torch
 
-from fxminimize.ir import bind, shape
+from fxminimize.ir import shape
+from fxminimize.rules import lookup
 from .base import nodes_of_kind, PassResult, plan_name
 
 aten = torch.ops.aten
@@ -24,10 +25,7 @@ def run(gm, plan) -> PassResult:
         if plan.tracked(n.name) or not plan.tracked(xname) or not plan.shrinks(xname):
             continue
         ax = plan.axis[xname]
-        p = bind(n)
-        nd = len(shape(x))
-        dims = p.get("dim") or list(range(nd))
-        dims = [int(d) % nd for d in ([dims] if isinstance(dims, int) else dims)]
+        dims, _ = lookup(n.target).dims(n)  # the rule's reading of dim/keepdim
         if ax not in dims:
             continue
         rem = plan.removed(xname)

@@ -69,7 +69,6 @@ class Region:
     views: list = field(default_factory=list)     # (node, {out dim: ("H"|"G"|"D"|"V"|"HV")})
     slices: list = field(default_factory=list)    # (node, "lo" | "hi")
     posops: list = field(default_factory=list)    # (mul node, operand index, operand dim of D)
-    interior: list = field(default_factory=list)  # every claimed node name
 
     @property
     def rep(self) -> int:
@@ -79,9 +78,9 @@ class Region:
 class _Form:
     """Where the head and dim axes of an interior tensor are."""
 
-    def __init__(self, stream, hdim, ddim, heads, half=None, rotated=False):
+    def __init__(self, stream, hdim, ddim, heads, half=None):
         self.stream, self.hdim, self.ddim, self.heads = stream, hdim, ddim, heads
-        self.half, self.rotated = half, rotated
+        self.half = half
 
 
 class _NoMatch(Exception):
@@ -159,7 +158,7 @@ class _Matcher:
                 perm = list(range(nd))
                 i, j = int(n.args[1]) % nd, int(n.args[2]) % nd
                 perm[i], perm[j] = perm[j], perm[i]
-            return _Form(f.stream, perm.index(f.hdim), perm.index(f.ddim), f.heads, f.half, f.rotated)
+            return _Form(f.stream, perm.index(f.hdim), perm.index(f.ddim), f.heads, f.half)
         if t in _PASS or t is aten.neg.default or (t is aten.dropout.default and not bind(n).get("train")):
             f = self.form(x, stream)
             return f
@@ -187,7 +186,7 @@ class _Matcher:
             if len(fs) != 2 or dim % len(shape(n)) != fs[0].ddim or [f.half for f in fs] != ["hi", "lo"]:
                 raise _NoMatch("concat inside attention other than RoPE's rotate_half")
             self.rope = True
-            return _Form(fs[0].stream, fs[0].hdim, fs[0].ddim, fs[0].heads, None, True)
+            return _Form(fs[0].stream, fs[0].hdim, fs[0].ddim, fs[0].heads)
         if t in (aten.mul.Tensor, aten.add.Tensor):
             a0, a1 = n.args[0], n.args[1]
             inner = [i for i, v in enumerate((a0, a1)) if isinstance(v, fx.Node) and self._is_interior(v, stream)]
@@ -338,8 +337,7 @@ class _Matcher:
                       self.rope, scale,
                       [(m.name, dims) for m, dims in self.views],
                       [(m.name, h) for m, h in self.slices],
-                      [(m.name, i, k) for m, i, k in self.posops],
-                      [m.name for m in self.claimed])
+                      [(m.name, i, k) for m, i, k in self.posops])
 
 
 def is_candidate(n: fx.Node) -> bool:
