@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SqueezeRelease", "SqueezeReleaseResult", "CycleRecord", "single_pass", "magnitude_scores",
            "TaylorScores", "lamp_scores", "unit_scores", "compose_gathers", "ShrinkTarget", "prunable_parameters", "global_prune_masks", "apply_masks", "hold_masks",
-           "release", "function_drift", "deployable_size", "onnx_bytes", "train_epochs", "accuracy",
+           "release", "function_drift", "deployable_size", "onnx_bytes", "train_epochs", "distillation_loss", "accuracy",
            "save_checkpoint", "load_checkpoint"]
 
 Scores = Dict[str, torch.Tensor]
@@ -310,8 +310,15 @@ def function_drift(reference: nn.Module, candidate: nn.Module, inputs: tuple) ->
 # --------------------------------------------------------------------------- training helpers
 def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable, epochs: int, *,
                  loss_fn: Callable = F.cross_entropy, desc: str = "train", progress: bool = True,
-                 lr_schedule: str = "constant") -> float:
+                 lr_schedule: str = "constant", teacher: Optional[nn.Module] = None,
+                 distill_alpha: float = 0.5, distill_temperature: float = 4.0) -> float:
     """Plain supervised loop with a progress bar per epoch; returns the last epoch's mean loss.
+
+    ``teacher``: knowledge distillation (Hinton et al., 2015) from a fixed model, e.g. the dense
+    model Squeeze-Release started from. The loss becomes
+    ``(1 − α)·loss_fn(z, y) + α·T²·KL(softmax(z_t/T) ‖ softmax(z/T))`` with ``z`` the model's
+    logits, ``z_t`` the teacher's (evaluated in eval mode without gradients), ``α`` =
+    ``distill_alpha`` and ``T`` = ``distill_temperature`` (:func:`distillation_loss`).
 
     ``lr_schedule``: ``"constant"`` or ``"cosine"`` (the optimizer's learning rates decay to zero
     along a half cosine over the ``epochs`` of this call, stepped every batch, and are restored
@@ -328,6 +335,11 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Ite
     total_steps = (n_batches or 0) * epochs
     step = 0
     model.train()
+    if teacher is not None:
+        if not 0.0 <= distill_alpha <= 1.0 or distill_temperature <= 0:
+            raise ValueError(f"distill_alpha must be in [0, 1] and distill_temperature > 0, got "
+                             f"{distill_alpha}, {distill_temperature}")
+        teacher.eval()
     last = float("nan")
     for ep in range(epochs):
         total, count = 0.0, 0
@@ -340,7 +352,12 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Ite
                     g["lr"] = b * f
                 step += 1
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            out = model(x)
+            loss = loss_fn(out, y)
+            if teacher is not None:
+                with torch.no_grad():
+                    z_t = teacher(x)
+                loss = distillation_loss(out, z_t, loss, distill_alpha, distill_temperature)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(y)
@@ -350,6 +367,16 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Ite
     for g, b in zip(optimizer.param_groups, base):
         g["lr"] = b
     return last
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, hard_loss: torch.Tensor,
+                      alpha: float, temperature: float) -> torch.Tensor:
+    """``(1 − α)·hard_loss + α·T²·KL(softmax(z_t/T) ‖ softmax(z/T))``, the KL averaged over the
+    batch. The ``T²`` keeps the soft term's gradient scale independent of ``T``."""
+    t = temperature
+    soft = F.kl_div(F.log_softmax(logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
+                    reduction="batchmean", log_target=True) * (t * t)
+    return (1.0 - alpha) * hard_loss + alpha * soft
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
@@ -472,20 +499,36 @@ class ShrinkTarget:
     reaching the size is used. The fraction found is recorded in the history. How many units a
     fraction kills changes from cycle to cycle (after release the surviving weights are dense
     again and evenly spread), so a fixed fraction shrinks less and less; this one does not.
+
+    ``sizes``: absolute deployable sizes to aim at, one per cycle (cycle ``k`` aims at
+    ``sizes[k-1]``; later cycles fall back to ``keep``), e.g. ``[round(n0 / r) for r in (2, 5,
+    10, 39)]`` to measure a model at exactly those compressions. A target at or above the
+    current size falls back to ``keep`` too (a cycle always shrinks).
     """
 
-    def __init__(self, keep: float = 0.6, lo: float = 0.5, hi: float = 0.9995, steps: int = 7):
+    def __init__(self, keep: float = 0.6, lo: float = 0.5, hi: float = 0.9995, steps: int = 7,
+                 sizes: Optional[Sequence[int]] = None):
         if not 0 < keep < 1:
             raise ValueError(f"keep must be in (0, 1), got {keep}")
+        if sizes is not None and any(int(v) <= 0 for v in sizes):
+            raise ValueError(f"sizes must be positive element counts, got {list(sizes)}")
         self.keep, self.lo, self.hi, self.steps = keep, lo, hi, steps
+        self.sizes = [int(v) for v in sizes] if sizes is not None else None
 
     def __repr__(self) -> str:
-        return f"ShrinkTarget(keep={self.keep}, lo={self.lo}, hi={self.hi}, steps={self.steps})"
+        extra = f", sizes={self.sizes}" if self.sizes else ""
+        return f"ShrinkTarget(keep={self.keep}, lo={self.lo}, hi={self.hi}, steps={self.steps}{extra})"
 
-    def search(self, module: nn.Module, scores: Scores, example_inputs: tuple) -> float:
+    def target(self, current: int, cycle: Optional[int] = None) -> float:
+        """The deployable size cycle ``cycle`` aims at, from the ``current`` size."""
+        if self.sizes and cycle is not None and 1 <= cycle <= len(self.sizes) and self.sizes[cycle - 1] < current:
+            return float(self.sizes[cycle - 1])
+        return self.keep * current
+
+    def search(self, module: nn.Module, scores: Scores, example_inputs: tuple, cycle: Optional[int] = None) -> float:
         import copy
 
-        target = self.keep * deployable_size(module)
+        target = self.target(deployable_size(module), cycle)
         lo, hi = self.lo, self.hi
 
         def size_at(f: float) -> int:
@@ -646,7 +689,7 @@ class SqueezeRelease:
             for s in scores.values():
                 torch.distributed.all_reduce(s)
         if isinstance(self.schedule, ShrinkTarget):
-            frac = self.schedule.search(module, scores, self.example_inputs)
+            frac = self.schedule.search(module, scores, self.example_inputs, cycle)
         else:
             frac = self.fraction(cycle)
         masks = global_prune_masks(scores, frac)

@@ -225,6 +225,22 @@ def test_shrink_target_schedule():
         sr.ShrinkTarget(keep=1.5)
 
 
+def test_shrink_target_absolute_sizes_per_cycle():
+    model = _mlp()
+    train_fn(model, adam(model.parameters()), 3, {"phase": "dense"})
+    n0 = sr.deployable_size(model)
+    sizes = [round(n0 / 1.5), round(n0 / 4.0)]
+    res = _sr(model, schedule=sr.ShrinkTarget(keep=0.9, steps=10, sizes=sizes), max_cycles=3).run()
+    got = [r.params for r in res.history[1:]]
+    # each listed cycle lands at or just below its size (bisection), the third falls back to keep=0.9
+    assert sizes[0] * 0.9 <= got[0] <= sizes[0] and sizes[1] * 0.85 <= got[1] <= sizes[1], (sizes, got)
+    assert got[2] <= 0.9 * got[1]
+    st = sr.ShrinkTarget(keep=0.5, sizes=[100])
+    assert st.target(1000, 1) == 100 and st.target(1000, 2) == 500 and st.target(80, 1) == 40
+    with pytest.raises(ValueError):
+        sr.ShrinkTarget(sizes=[0])
+
+
 def test_cosine_lr_schedule_decays_and_restores():
     model = _mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -316,3 +332,38 @@ def test_checkpoint_does_not_store_the_base_of_a_view(tmp_path):
     sr.save_checkpoint(model, (big[:4],), path)
     assert os.path.getsize(path) < 4 * big.numel() / 4  # far below the 1.9 MB base tensor
     assert torch.allclose(sr.load_checkpoint(path)(X[:4]), model(X[:4]))
+
+
+def test_distillation_loss_formula():
+    g = torch.Generator().manual_seed(3)
+    z, zt = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    y = torch.randint(0, 5, (8,), generator=g)
+    hard = F.cross_entropy(z, y)
+    t = 3.0
+    p_t = F.softmax(zt / t, -1)
+    kl = (p_t * (p_t.log() - F.log_softmax(z / t, -1))).sum(-1).mean() * t * t
+    torch.testing.assert_close(sr.distillation_loss(z, zt, hard, 0.25, t), 0.75 * hard + 0.25 * kl,
+                               rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(sr.distillation_loss(z, zt, hard, 0.0, t), hard)
+    # a student equal to its teacher pays nothing for the soft term
+    torch.testing.assert_close(sr.distillation_loss(z, z, hard, 1.0, t), torch.tensor(0.0), atol=1e-6, rtol=0)
+
+
+def test_train_epochs_with_teacher_moves_towards_it():
+    teacher = _mlp(seed=1)
+    student = _mlp(seed=2)
+    loader = [(X[i:i + 64], Y[i:i + 64]) for i in range(0, X.shape[0], 64)]
+
+    def gap(m):
+        with torch.no_grad():
+            return F.kl_div(F.log_softmax(m(X), -1), F.log_softmax(teacher(X), -1), reduction="batchmean",
+                            log_target=True).item()
+
+    before = gap(student)
+    sr.train_epochs(student, torch.optim.Adam(student.parameters(), 1e-2), loader, 20, progress=False,
+                    teacher=teacher, distill_alpha=1.0, distill_temperature=1.0)
+    assert gap(student) < 0.25 * before
+    assert not teacher.training
+    with pytest.raises(ValueError, match="distill_alpha"):
+        sr.train_epochs(student, torch.optim.Adam(student.parameters()), loader, 1, progress=False,
+                        teacher=teacher, distill_alpha=1.5)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 from dataclasses import asdict
 import datetime
 import json
@@ -92,14 +93,26 @@ def run_seed(seed: int, args, data) -> dict:
     xtr, ytr, xte, yte = data
     example = (xtr[:16].clone(),)  # a copy: a view would make every checkpoint store the whole training set
 
-    def optimizer_fn(params):
+    def dense_optimizer_fn(params):
         return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
+
+    def optimizer_fn(params):
+        # everything after the dense model (Squeeze-Release, single pass, scratch) uses --small-wd
+        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd if args.small_wd is None else args.small_wd)
 
     loader = TensorLoader(xtr, ytr, args.batch, seed=seed)
 
+    teacher: list = []  # the trained dense model, once there is one (knowledge distillation, --distill)
+
     def train_fn(model, opt, epochs, info):
+        kd = teacher[0] if (teacher and args.distill > 0 and info.get("phase") != "scratch") else None
+        if info.get("phase") == "scratch_kd":
+            kd = teacher[0]
         sr.train_epochs(model, opt, loader, epochs, desc=f"seed {seed} {info.get('phase', '')} c{info.get('cycle', '')}",
-                        progress=not args.no_progress, lr_schedule=args.lr_schedule)
+                        progress=not args.no_progress, lr_schedule=args.lr_schedule, teacher=kd,
+                        loss_fn=functools.partial(F.cross_entropy, label_smoothing=args.label_smoothing
+                                                  if info.get("phase") != "dense" or args.dense_label_smoothing else 0.0),
+                        distill_alpha=args.distill, distill_temperature=args.distill_t)
 
     def eval_fn(model):
         return sr.accuracy(model, xte, yte)
@@ -109,17 +122,22 @@ def run_seed(seed: int, args, data) -> dict:
     torch.manual_seed(seed)
     dense = LeNet300100()
     t0 = time.perf_counter()
-    train_fn(dense, optimizer_fn(dense.parameters()), args.dense_epochs, {"phase": "dense"})
+    train_fn(dense, dense_optimizer_fn(dense.parameters()), args.dense_epochs, {"phase": "dense"})
     out["dense"] = {"params": sr.deployable_size(dense), "accuracy": eval_fn(dense), "epochs": args.dense_epochs,
                     "time_s": time.perf_counter() - t0}
     if seed == args.seeds[0]:
         out["dense"]["onnx_bytes"] = sr.onnx_bytes(dense.eval(), example)
     log.info("seed %d dense: %.2f%% (%d params)", seed, 100 * out["dense"]["accuracy"], out["dense"]["params"])
+    if args.distill > 0:
+        teacher.append(copy.deepcopy(dense).eval().requires_grad_(False))
 
     # Squeeze-Release
     t0 = time.perf_counter()
     cyc = sr.SqueezeRelease(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn,
-                            schedule=sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule,
+                            schedule=(sr.ShrinkTarget(args.shrink, steps=args.shrink_steps,
+                                                     sizes=[round(out["dense"]["params"] / r) for r in args.cycle_ratios]
+                                                     if args.cycle_ratios else None)
+                                      if args.shrink else args.schedule),
                             finetune_epochs=args.ft_epochs, train_epochs=args.train_epochs,
                             release_scale=args.release_scale, max_cycles=args.max_cycles, accuracy_floor=args.floor,
                             criterion=CRITERIA[args.criterion], target_ratio=args.target_ratio,
@@ -179,6 +197,18 @@ def run_seed(seed: int, args, data) -> dict:
                                "time_s": time.perf_counter() - t0})
         log.info("seed %d scratch %s: %d params acc %.2f%%", seed, out["scratch"][-1]["shape"],
                  out["scratch"][-1]["params"], 100 * out["scratch"][-1]["accuracy"])
+        if args.distill > 0:
+            # the same shape from scratch with the same recipe as Squeeze-Release (distilled from the dense model)
+            torch.manual_seed(seed + 1000)
+            net = GatherMLP(keep, h1, h2)
+            t0 = time.perf_counter()
+            train_fn(net, optimizer_fn(net.parameters()), args.dense_epochs, {"phase": "scratch_kd"})
+            out.setdefault("scratch_kd", []).append(
+                {"cycle": rec.cycle, "params": sr.deployable_size(net), "sr_params": rec.params,
+                 "shape": [len(keep), h1, h2, 10], "accuracy": eval_fn(net), "epochs": args.dense_epochs,
+                 "time_s": time.perf_counter() - t0})
+            log.info("seed %d scratch+distill %s: acc %.2f%%", seed, out["scratch_kd"][-1]["shape"],
+                     100 * out["scratch_kd"][-1]["accuracy"])
     return out
 
 
@@ -315,6 +345,10 @@ def main(argv=None) -> None:
     ap.add_argument("--shrink", type=float, default=0.6,
                     help="size-targeted schedule: each cycle keeps about this share of the deployable size "
                          "(ShrinkTarget); overrides --schedule")
+    ap.add_argument("--cycle-ratios", type=float, nargs="+", default=None, metavar="R",
+                    help="with --shrink: cycle k aims at compression R_k (deployable size dense/R_k), e.g. "
+                         "1.45 2.1 3 4.4 6.5 10 14 20 28 39; cycles after the list shrink by --shrink")
+    ap.add_argument("--shrink-steps", type=int, default=7, help="bisection steps of ShrinkTarget per cycle")
     ap.add_argument("--release-scale", type=float, default=0.05)
     ap.add_argument("--max-cycles", type=int, default=9)
     ap.add_argument("--floor", type=float, default=0.80)
@@ -327,8 +361,20 @@ def main(argv=None) -> None:
                     help="learning rate within every training call (dense, each phase of a cycle, baselines)")
     ap.add_argument("--target-ratio", type=float, default=None, help="stop Squeeze-Release at this compression")
     ap.add_argument("--sr-only", action="store_true", help="skip both baselines (exploration runs)")
+    ap.add_argument("--distill", type=float, default=0.0, metavar="ALPHA",
+                    help="knowledge distillation from the seed's dense model in every training call after it "
+                         "(Squeeze-Release and single pass; the scratch baseline is trained both without and "
+                         "with it): loss = (1-ALPHA) CE + ALPHA T^2 KL; 0 = off")
+    ap.add_argument("--label-smoothing", type=float, default=0.0,
+                    help="label smoothing of the cross-entropy in every training call after the dense model")
+    ap.add_argument("--dense-label-smoothing", action="store_true",
+                    help="train the dense model with --label-smoothing too (by default only what follows it)")
+    ap.add_argument("--distill-t", type=float, default=4.0, help="distillation temperature T")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--wd", type=float, default=0.05)
+    ap.add_argument("--small-wd", type=float, default=None,
+                    help="AdamW weight decay for every training call after the dense model (Squeeze-Release, "
+                         "single pass, scratch); default: --wd")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--threads", type=int, default=1)
