@@ -367,3 +367,21 @@ def test_train_epochs_with_teacher_moves_towards_it():
     with pytest.raises(ValueError, match="distill_alpha"):
         sr.train_epochs(student, torch.optim.Adam(student.parameters()), loader, 1, progress=False,
                         teacher=teacher, distill_alpha=1.5)
+
+
+def test_readme_squeeze_release_example_runs(tmp_path, monkeypatch):
+    """The README's Squeeze-Release snippet, run as written on synthetic data."""
+    import re
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    section = readme.split("## Squeeze-Release", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    model = _mlp()
+    train_fn(model, adam(model.parameters()), 5, {"phase": "dense"})
+    ns = {"torch": torch, "model": model, "example_inputs": (X[:8],), "x_test": X, "y_test": Y,
+          "loader": [(X[i:i + 64], Y[i:i + 64]) for i in range(0, X.shape[0], 64)]}
+    exec(compile(code, "README.md", "exec"), ns)
+    result = ns["result"]
+    assert result.history[-1].ratio > 2.0, [r.line() for r in result.history]
+    assert len(result.history) >= 2 and os.path.exists(os.path.join("runs", "sr", "history.json"))
+    assert sr.deployable_size(result.module) == result.history[-1].params
