@@ -90,8 +90,14 @@ def deployable_size(module: nn.Module) -> int:
     return count_stored(module)
 
 
-def onnx_bytes(module: nn.Module, example_inputs: tuple) -> Optional[int]:
-    """Size in bytes of ``module`` exported to ONNX (``torch.onnx.export``), None if export fails."""
+def onnx_bytes(module: nn.Module, example_inputs: tuple, strip_debug: bool = True) -> Optional[int]:
+    """Size in bytes of ``module`` exported to ONNX (``torch.onnx.export``), None if export fails.
+
+    ``strip_debug`` (default): the exporter's per-node debug metadata (``metadata_props``: Python
+    stack traces, module names) is removed before measuring, leaving weights and graph. That
+    metadata grows with the number of nodes, not with the weights: a minimized ConvNeXt-style
+    CNN with 18,897 stored elements measured 210,694 bytes with it and 91,835 without (its
+    LayerNorm compensation adds nodes), so with it the bytes would not track the model's size."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "m.onnx")
         try:
@@ -103,6 +109,14 @@ def onnx_bytes(module: nn.Module, example_inputs: tuple) -> Optional[int]:
         except Exception as exc:  # noqa: BLE001 - a size probe must not end a run
             log.warning("ONNX export failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200])
             return None
+        if strip_debug:
+            import onnx
+
+            proto = onnx.load(path)
+            for graph_nodes in [proto.graph.node] + [f.node for f in proto.functions]:
+                for node in graph_nodes:
+                    node.ClearField("metadata_props")
+            onnx.save(proto, path)
         return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
 
 
