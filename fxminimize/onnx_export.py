@@ -107,7 +107,7 @@ def _onnx_outputs(out):
 def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None, dynamic_batch: bool = False,
                 external_data: bool = False, opset: Optional[int] = None, reference: Optional[nn.Module] = None,
                 rtol: Optional[float] = None, atol: Optional[float] = None, check: bool = True,
-                seed: int = 0) -> OnnxExport:
+                seed: int = 0, keep_debug_metadata: bool = False) -> OnnxExport:
     """Export the minimized model to ONNX and check it in onnxruntime.
 
     ``model_or_result``: an ``nn.Module``/``ExportedProgram`` (minimized first, with ``masks``)
@@ -117,6 +117,10 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
     (``<path>.data``) instead of one self-contained file. ``reference``: the model onnxruntime
     is compared with (default: the masked original when given a model; the minimized module when
     given a result). ``check=False`` skips the checker and onnxruntime.
+    ``keep_debug_metadata``: keep the exporter's per-node ``metadata_props`` (Python stack traces
+    and module names for debugging). Dropped by default: they do not change what the graph
+    computes, and their size grows with the node count (for a minimized ConvNeXt-style CNN they
+    were 168 kB of a 211 kB file).
     """
     if not isinstance(example_inputs, tuple):
         raise MinimizationError(f"example_inputs must be a tuple, got {type(example_inputs).__name__}")
@@ -144,6 +148,11 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
         quiet.setLevel(level)
     import onnx
     proto = onnx.load(path, load_external_data=False)
+    if not keep_debug_metadata:
+        for nodes in [proto.graph.node] + [f.node for f in proto.functions]:
+            for node in nodes:
+                node.ClearField("metadata_props")
+        onnx.save(proto, path)                # initializers stored outside keep pointing at <path>.data
     opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     domains = tuple(sorted({n.domain for n in proto.graph.node} | {f.domain for f in proto.functions}))
     out = OnnxExport(path=path, bytes_on_disk=_file_bytes(path), max_abs_error=0.0, checks=0,

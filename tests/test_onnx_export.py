@@ -119,6 +119,12 @@ def test_result_without_reference_and_external_data(tmp_path):
     dense = tmp_path / "dense.onnx"
     torch.onnx.export(model, (x,), str(dense), dynamo=True, external_data=False)
     assert one.bytes_on_disk < os.path.getsize(dense)
+    # the exporter's per-node debug metadata is dropped unless asked for
+    import onnx
+    assert not any(n.metadata_props for n in onnx.load(str(path), load_external_data=False).graph.node)
+    dbg = fxminimize.export_onnx(res, (x,), str(tmp_path / "dbg.onnx"), keep_debug_metadata=True)
+    assert any(n.metadata_props for n in onnx.load(dbg.path).graph.node)
+    assert dbg.bytes_on_disk > one.bytes_on_disk and dbg.max_abs_error <= 1e-4
 
 
 def test_mismatch_and_bad_requests_raise(tmp_path):
