@@ -352,6 +352,39 @@ def summarize(results: dict, drop: float = 0.01, at_ratio: Optional[float] = Non
     return "\n".join([head, sep] + rows + [mean])
 
 
+def cycle_tables(results: dict) -> str:
+    """Markdown, per seed: every Squeeze-Release cycle (size, ratio, shape, accuracy after
+    release and training, accuracy of the squeezed model before release, ONNX bytes, the
+    same-shape scratch network) and the single-pass runs."""
+    out = []
+    for run in results["runs"]:
+        d = run["dense"]
+        ref = run.get("dense_same_recipe")
+        extra = f"; dense trained with label smoothing {ref['label_smoothing']:g}: {100 * ref['accuracy']:.2f} %" if ref else ""
+        onnx = f", ONNX {d['onnx_bytes']:,} bytes" if d.get("onnx_bytes") else ""
+        out.append(f"**seed {run['seed']}** — dense {100 * d['accuracy']:.2f} % ({d['params']:,} params{onnx}){extra}\n")
+        out.append("| cycle | deployable params | ratio | shape | accuracy | pruned (before release) | ONNX bytes "
+                   "| scratch, same shape |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        scratch = {r["cycle"]: r for r in run["scratch"]}
+        for r in run["squeeze_release"]["history"]:
+            sh = r["shapes"]
+            shape = f"{sh['fc1.weight'][1]}-{sh['fc1.weight'][0]}-{sh['fc2.weight'][0]}-10" if "fc1.weight" in sh else ""
+            sc = scratch.get(r["cycle"])
+            pruned = f"{100 * r['accuracy_pruned']:.2f} %" if r.get("accuracy_pruned") is not None else ""
+            ob = f"{r['onnx_bytes']:,}" if r.get("onnx_bytes") else ""
+            sct = f"{100 * sc['accuracy']:.2f} % ({sc['params']:,})" if sc else ""
+            out.append(f"| {r['cycle']} | {r['params']:,} | {r['ratio']:.2f}x | {shape} | {100 * r['accuracy']:.2f} % "
+                       f"| {pruned} | {ob} | {sct} |")
+        out.append("\n| single pass: target ratio | sparsity | deployable params | ratio | accuracy | epochs |")
+        out.append("|---|---|---|---|---|---|")
+        for r in sorted(run["single_pass"], key=lambda r: r["ratio"]):
+            out.append(f"| {r.get('target_ratio') or ''} | {r['sparsity']:.5f} | {r['params']:,} | {r['ratio']:.2f}x "
+                       f"| {100 * r['accuracy']:.2f} % | {r['epochs_total']} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
@@ -426,6 +459,7 @@ def main(argv=None) -> None:
         if all("dense_same_recipe" in r for r in res["runs"]):
             print("Against the dense network trained with the same recipe (label smoothing):\n")
             print(summarize(res, 0.01, at_ratio=10.0, reference="dense_same_recipe") + "\n")
+        print(cycle_tables(res))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.plot_only:
