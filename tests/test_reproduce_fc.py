@@ -1,0 +1,74 @@
+"""tools/reproduce_fc.py end to end on a tiny synthetic Fashion-MNIST-shaped data set: the script
+behind docs/results.md must run, land its cycles at the requested compressions, train both
+baselines and the label-smoothing reference, and print its tables (seconds, no real data)."""
+import gzip
+import json
+import logging
+import os
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
+
+
+def _write_idx(path, arr):
+    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    with gzip.open(str(path) + ".gz", "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def _dataset(directory, n_train=512, n_test=256):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n)
+        imgs = rng.integers(0, 40, size=(n, 28, 28))
+        for i, c in enumerate(labels):          # class c lights up its own 4x4 block: learnable
+            r, k = divmod(int(c), 5)
+            imgs[i, 4 + 8 * r:8 + 8 * r, 2 + 5 * k:6 + 5 * k] = 250
+        _write_idx(directory / f"{split}-images-idx3-ubyte", imgs)
+        _write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
+
+
+@pytest.fixture()
+def reproduce_fc():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    sys.path.insert(0, TOOLS)
+    try:
+        import reproduce_fc
+        yield reproduce_fc
+    finally:
+        sys.path.remove(TOOLS)
+        root.handlers[:], root.level = handlers, level    # main() calls logging.basicConfig
+
+
+def test_reproduce_fc_small_run(tmp_path, reproduce_fc, capsys):
+    _dataset(tmp_path)
+    out = tmp_path / "fc.json"
+    reproduce_fc.main(["--data-dir", str(tmp_path), "--seeds", "0", "--criterion", "unit", "--shrink", "0.7",
+                       "--cycle-ratios", "1.5", "3", "--shrink-steps", "10", "--max-cycles", "2",
+                       "--dense-epochs", "2", "--ft-epochs", "1", "--train-epochs", "1", "--floor", "0",
+                       "--label-smoothing", "0.2", "--lr-schedule", "cosine", "--single-ratios", "3",
+                       "--no-progress", "--out", str(out), "--ckpt-dir", str(tmp_path / "ck")])
+    res = json.loads(out.read_text())
+    run = res["runs"][0]
+    n0 = run["dense"]["params"]
+    assert n0 == 266_610 and run["dense"]["accuracy"] > 0.5
+    assert run["dense_same_recipe"]["label_smoothing"] == 0.2
+    hist = run["squeeze_release"]["history"]
+    assert [r["cycle"] for r in hist] == [0, 1, 2]
+    # each cycle lands at (or just past) the compression it was aimed at
+    for rec, ratio in zip(hist[1:], (1.5, 3.0)):
+        assert ratio <= rec["ratio"] <= 1.1 * ratio, (rec["ratio"], ratio)
+        assert rec["onnx_bytes"] and rec["onnx_bytes"] < run["dense"]["onnx_bytes"]
+    (sp,) = run["single_pass"]
+    assert 3.0 <= sp["ratio"] <= 3.3 and sp["epochs_total"] == hist[-1]["epochs_total"]
+    # one scratch network per cycle, of exactly that cycle's deployable size
+    assert [s["params"] for s in run["scratch"]] == [r["params"] for r in hist[1:]]
+    reproduce_fc.main(["--summary", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "Against the dense network trained with the same recipe" in text
+    assert "| 2 |" in text and "single pass: target ratio" in text
