@@ -17,10 +17,24 @@ Residual-stream channels (the stem/downsampling outputs every block of a stage a
 removed only when they are CONST in every writer and every reader folds them: with plain
 magnitude pruning of >= 2-D tensors that never happens, because the stem LayerNorm's weight and
 the layer scales (1-D) are never pruned, and a whole channel would have to die in the stem, in
-every block and in the next downsampling at once. ``--criterion stream`` (the default,
-:func:`stream_scores`) scores each stream channel jointly over all its writers and readers and
-also masks those 1-D tensors, so whole stream channels die and the squeeze removes them
-(CompensatedLayerNorm keeps every LayerNorm exact); ``--criterion magnitude`` is the plain one.
+every block and in the next downsampling at once.
+
+``--criterion channel`` (the default, :class:`ChannelScores`) is structured: each cycle it reads
+the units of the *current* model (:func:`channel_units`: every stream channel of a stage with all
+its writer and reader slices, every block's MLP hidden unit), scores them by relative RMS, and
+zeroes whole units, lowest first, until the model is ``--keep`` of its size (per-cycle caps per
+stage / block, never the last unit), optionally plus ``--extra`` unstructured zeros inside the
+kept tensors (never a whole row or column) for the release to give back. The squeeze then
+removes exactly those units, so every reader stays aligned with the stream cycle after cycle
+(checked: :func:`channel_units` raises otherwise). Because ``minimize`` writes the LayerNorms
+that lost stream channels as exact *compensated* norms in elementary ops, which it does not
+recognise as LayerNorms when it meets them again, every cycle after the first starts from
+:func:`rebuild` of the carried model (a plain ConvNeXtFM of the current widths, LayerNorms over
+the kept channels; its accuracy is recorded) — see :class:`RebuildingSqueezeRelease`.
+
+``--criterion stream`` (:func:`stream_scores`, the earlier joint entry-level criterion with its
+``max_drop`` / ``tensor_keep`` safeguards) and ``--criterion magnitude`` (plain ``|w|``) are kept
+for comparison.
 
 A full run (all 60,000 training images, the defaults) is sized for about an hour on two cores;
 ``--train-limit`` and the epoch options give shorter runs.
@@ -203,11 +217,202 @@ def stream_scores(depths: Sequence[int], weight: float = 1.0, max_drop: float = 
     return criterion
 
 
+def _width_of(t: torch.Tensor, kind: str) -> int:
+    return t.shape[1] if kind == "col" else t.shape[0]
+
+
+def _sl(t: torch.Tensor, kind: str, c: int) -> torch.Tensor:
+    return t[:, c] if kind == "col" else t[c]
+
+
+def channel_units(model: nn.Module, depths: Sequence[int]) -> list:
+    """The removable units of a (possibly minimized) :class:`ConvNeXtFM`, read from its current
+    parameter names and shapes: ``(group, index, slices)`` with ``slices`` a list of
+    ``(name, kind)`` (:func:`stream_groups` kinds). Groups: ``("stream", s)``, one per stage (the
+    residual-stream channels, all writers and readers together) and ``("hidden", s, b)``, one per
+    block (MLP hidden unit ``j``: ``pwconv1`` row ``j`` and ``pwconv2`` column ``j``).
+
+    Raises if a slice does not line up with its group's width (a reader that lost input
+    columns while the stream channel stayed): the structured criterion never makes one, so this
+    is a check that every cycle removed exactly whole units."""
+    params = dict(model.named_parameters())
+    groups = []
+    for s, g in enumerate(stream_groups(depths)):
+        g = [(n, k) for n, k in g if n in params]
+        widths = {n: _width_of(params[n], k) for n, k in g}
+        if len(set(widths.values())) != 1:
+            raise RuntimeError(f"stage {s}: stream slices no longer line up: {widths}")
+        groups.append((("stream", s), next(iter(widths.values())), g))
+    for s, n_blocks in enumerate(depths):
+        for b in range(n_blocks):
+            pre = f"stages.{s}.{b}."
+            g = [(pre + "pwconv1.weight", "row"), (pre + "pwconv2.weight", "col")]
+            widths = {n: _width_of(params[n], k) for n, k in g}
+            if len(set(widths.values())) != 1:
+                raise RuntimeError(f"block {s}.{b}: MLP slices no longer line up: {widths}")
+            groups.append((("hidden", s, b), next(iter(widths.values())), g))
+    return groups
+
+
+def family_size(widths: dict, depths: Sequence[int], num_classes: int = 10) -> int:
+    """Parameters of a :class:`ConvNeXtFM` with the widths ``{("stream", s): d, ("hidden", s, b): h}``."""
+    d = [widths[("stream", s)] for s in range(len(depths))]
+    n = 4 * d[0] + d[0] + 2 * d[0]  # stem conv + LayerNorm
+    for s, nb in enumerate(depths):
+        for b in range(nb):
+            h = widths[("hidden", s, b)]
+            n += 54 * d[s] + 2 * h * d[s] + h  # dwconv 7x7 + bias, LN, gamma, pwconv2 bias; pwconv1/2
+        if s + 1 < len(depths):
+            n += 2 * d[s] + 4 * d[s] * d[s + 1] + d[s + 1]
+    return n + 2 * d[-1] + num_classes * d[-1] + num_classes
+
+
+class ChannelScores:
+    """Structured criterion: whole residual-stream channels and whole MLP hidden units.
+
+    Each cycle, every unit of the *current* model (:func:`channel_units`) gets a score: the mean
+    over its slices of the slice's RMS relative to its tensor's RMS (1-D entries: ``|v_c| /
+    RMS(v)``), times ``stream_weight`` for stream channels. Units go lowest score first, over all
+    groups together, until the model's parameter count (:func:`family_size` of the widths left)
+    is ``keep`` of what it was, with at most ``max_drop_stream`` (``max_drop_hidden``) of a group's current units per cycle and never the
+    last ``min_units`` of a group. Every slice of a chosen unit is zeroed (stream channel: the
+    stem conv row and LayerNorm weight or downsampling conv row, every block's layer scale,
+    depthwise filter, LayerNorm weight, ``pwconv1`` column and ``pwconv2`` row, the next
+    LayerNorm weight and conv / head column; hidden unit: ``pwconv1`` row, ``pwconv2`` column),
+    so the squeeze removes exactly those units and the model stays aligned cycle after cycle.
+
+    ``extra`` > 0: in addition, that share of the entries of every >= 2-D tensor of the kept
+    units (lowest ``|w|`` first, per tensor) is zeroed, always keeping the largest entry of every
+    row and every column, so no further unit dies by accident: these are the zeros the release
+    step gives back.
+
+    The criterion decides the whole mask: chosen entries score 0, the rest ``+inf``; use it with
+    the fixed schedule 1.0 (``global_prune_masks`` then drops exactly the finite-score entries).
+    ``last`` holds the chosen units of the last call."""
+
+    def __init__(self, depths: Sequence[int], keep: float = 0.6, max_drop_stream: float = 0.35,
+                 max_drop_hidden: float = 0.6, min_units: int = 1, stream_weight: float = 1.0, extra: float = 0.0):
+        self.depths, self.keep = tuple(depths), keep
+        self.max_drop_stream, self.max_drop_hidden, self.min_units = max_drop_stream, max_drop_hidden, min_units
+        self.stream_weight, self.extra = stream_weight, extra
+        self.last: dict = {}
+        self.__name__ = (f"ChannelScores(keep={keep}, max_drop_stream={max_drop_stream}, "
+                         f"max_drop_hidden={max_drop_hidden}, stream_weight={stream_weight}, extra={extra})")
+
+    def select(self, model: nn.Module) -> dict:
+        """``{group: [unit indices to drop]}`` for ``model``."""
+        import math
+
+        params = {n: p.detach().float() for n, p in model.named_parameters()}
+        rms = {n: float(t.pow(2).mean().sqrt().clamp_min(1e-12)) for n, t in params.items()}
+        cand = []  # (score, group, index)
+        caps, widths = {}, {}
+        for gid, width, slices in channel_units(model, self.depths):
+            widths[gid] = width
+            w = self.stream_weight if gid[0] == "stream" else 1.0
+            md = self.max_drop_stream if gid[0] == "stream" else self.max_drop_hidden
+            caps[gid] = max(0, min(math.floor(md * width), width - self.min_units))
+            for c in range(width):
+                sc = [float(_sl(params[n], k, c).pow(2).mean().sqrt()) / rms[n] for n, k in slices]
+                cand.append((w * sum(sc) / len(sc), gid, c))
+        cand.sort(key=lambda t: t[0])
+        target = self.keep * family_size(widths, self.depths)
+        drop = {}
+        for score, gid, c in cand:
+            if family_size(widths, self.depths) <= target:
+                break
+            if len(drop.get(gid, [])) >= caps[gid]:
+                continue
+            drop.setdefault(gid, []).append(c)
+            widths[gid] -= 1
+        return drop
+
+    def __call__(self, model: nn.Module, params: dict) -> dict:
+        import math
+
+        drop = self.select(model)
+        units = {gid: slices for gid, _, slices in channel_units(model, self.depths)}
+        dead = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in params.items()}
+        for gid, idx in drop.items():
+            for n, k in units[gid]:
+                if n not in dead:
+                    raise KeyError(f"{n} is not prunable: use stream_prunable() as SqueezeRelease's prunable")
+                for c in idx:
+                    _sl(dead[n], k, c).fill_(True)
+        if self.extra > 0:
+            for n, p in params.items():
+                if p.dim() < 2 or n == "head.weight":
+                    continue
+                a = p.detach().abs().float().masked_fill(dead[n], math.inf)  # dead entries: already zeroed
+                live = int((~dead[n]).sum())
+                k = int(self.extra * live)
+                if k <= 0:
+                    continue
+                protect = torch.zeros_like(dead[n])
+                flat2 = a.reshape(a.shape[0], a.shape[1], -1)
+                # the largest entry of every row and every column is never an extra zero
+                pr = flat2.reshape(a.shape[0], -1).masked_fill(dead[n].reshape(a.shape[0], -1), -1).argmax(1)
+                protect.reshape(a.shape[0], -1)[torch.arange(a.shape[0]), pr] = True
+                colview = flat2.transpose(0, 1).reshape(a.shape[1], -1)
+                pc = colview.masked_fill(dead[n].reshape(a.shape[0], a.shape[1], -1).transpose(0, 1)
+                                         .reshape(a.shape[1], -1), -1).argmax(1)
+                pmask = torch.zeros(a.shape[1], colview.shape[1], dtype=torch.bool)
+                pmask[torch.arange(a.shape[1]), pc] = True
+                protect |= pmask.reshape(a.shape[1], a.shape[0], -1).transpose(0, 1).reshape(a.shape)
+                a = a.masked_fill(protect, math.inf)
+                k = min(k, int(torch.isfinite(a).sum()))
+                if k > 0:
+                    dead[n].reshape(-1)[torch.topk(a.reshape(-1), k, largest=False).indices] = True
+        self.last = {("/".join(map(str, g))): len(i) for g, i in drop.items()}
+        log.info("channel criterion drops %s", self.last)
+        return {n: torch.where(d, torch.zeros(d.shape), torch.full(d.shape, math.inf)) for n, d in dead.items()}
+
+
 def family_config(shapes: dict, depths: Sequence[int]) -> dict:
     """Stage widths and block MLP widths of a (minimized) ConvNeXtFM, from its weight shapes."""
     dims = [shapes["stem.0.weight"][0]] + [shapes[f"downsample.{i}.1.weight"][0] for i in range(len(depths) - 1)]
     hidden = [shapes[f"stages.{s}.{b}.pwconv1.weight"][0] for s, n in enumerate(depths) for b in range(n)]
     return {"dims": dims, "depths": list(depths), "hidden": hidden}
+
+
+def rebuild(module: nn.Module, depths: Sequence[int]) -> "ConvNeXtFM":
+    """A plain :class:`ConvNeXtFM` of ``module``'s current widths with its weights.
+
+    ``module`` is a minimized (or checkpoint-loaded) ConvNeXtFM whose parameters keep their
+    original names. Where ``minimize`` removed residual-stream channels, it replaced every
+    LayerNorm over the stream by an exact *compensated* LayerNorm written with elementary ops
+    (sum, rsqrt, ...), with the removed channels' constants as literals; ``minimize`` does not
+    recognise that form as a LayerNorm again, so a second removal of stream channels through it
+    fails (the variance sum has no channel space). The rebuilt model normalises over the kept
+    channels only (plain LayerNorm, same γ, β): this changes the function a little (the removed
+    constants no longer enter μ and σ²) and is done at the start of the next cycle, before its
+    pruning and masked fine-tuning. Everything else is copied exactly; a model without
+    compensated norms is reproduced exactly (checked by the caller)."""
+    params = {n: p.detach() for n, p in module.named_parameters()}
+    cfg = family_config({n: list(p.shape) for n, p in params.items()}, depths)
+    net = ConvNeXtFM(cfg["dims"], cfg["depths"], cfg["hidden"])
+    missing, unexpected = net.load_state_dict(params, strict=False)
+    extra_bufs = [n for n, _ in module.named_buffers()]
+    if missing or unexpected or extra_bufs:
+        raise RuntimeError(f"rebuild: missing {missing}, unexpected {unexpected}, buffers {extra_bufs}")
+    return net
+
+
+class RebuildingSqueezeRelease(sr.SqueezeRelease):
+    """:class:`fxminimize.squeeze_release.SqueezeRelease` that starts every cycle after the first
+    from :func:`rebuild` of the carried model (see there why), and records the accuracy of the
+    rebuilt model (``rebuilt``: ``{cycle: accuracy}``) to show what the rebuild costs."""
+
+    def __init__(self, *args, depths: Sequence[int], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.depths, self.rebuilt = tuple(depths), {}
+
+    def cycle(self, module, cycle, params_unpruned, epochs_before):
+        if not isinstance(module, ConvNeXtFM):
+            module = rebuild(module, self.depths)
+            self.rebuilt[cycle] = self._eval(module)
+            log.info("cycle %d starts from the rebuilt model: %.2f%%", cycle, 100 * self.rebuilt[cycle])
+        return super().cycle(module, cycle, params_unpruned, epochs_before)
 
 
 def run_seed(seed: int, args, data) -> dict:
@@ -227,7 +432,11 @@ def run_seed(seed: int, args, data) -> dict:
     def eval_fn(model):
         return sr.accuracy(model, xte, yte, batch_size=500)
 
-    if args.criterion == "stream":
+    if args.criterion == "channel":
+        crit = dict(criterion=ChannelScores(depths, args.keep, args.max_drop_stream, args.max_drop_hidden,
+                                            stream_weight=args.stream_weight, extra=args.extra),
+                    prunable=stream_prunable(depths))
+    elif args.criterion == "stream":
         crit = dict(criterion=stream_scores(depths, args.stream_weight, args.stream_max_drop, args.tensor_keep),
                     prunable=stream_prunable(depths))
     else:
@@ -250,19 +459,25 @@ def run_seed(seed: int, args, data) -> dict:
              out["dense"]["time_s"])
 
     t0 = time.perf_counter()
-    cyc = sr.SqueezeRelease(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn,
-                            schedule=sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule,
+    if args.criterion == "channel":
+        # the criterion picks whole units for a size target itself and scores the rest +inf: a
+        # fixed fraction 1.0 drops exactly its choice
+        sr_cls, schedule, extra_kw = RebuildingSqueezeRelease, 1.0, {"depths": depths}
+    else:
+        sr_cls, schedule, extra_kw = sr.SqueezeRelease, sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule, {}
+    cyc = sr_cls(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn, schedule=schedule,
                             finetune_epochs=args.ft_epochs, train_epochs=args.train_epochs,
                             release_scale=args.release_scale, max_cycles=args.max_cycles, accuracy_floor=args.floor,
                             target_ratio=args.target_ratio,
                             checkpoint_dir=os.path.join(args.ckpt_dir, f"cnn_seed{seed}") if args.ckpt_dir else None,
-                            seed=seed, carry_checkpoint=True, **crit)
+                            seed=seed, carry_checkpoint=True, **crit, **extra_kw)
     res = cyc.run(resume=args.resume)
     hist = [asdict(r) for r in res.history]
     for rec in hist[1:]:
         if rec["checkpoint"]:
             rec["onnx_bytes"] = sr.onnx_bytes(sr.load_checkpoint(rec["checkpoint"]).eval(), example)
-    out["squeeze_release"] = {"history": hist, "stop_reason": res.stop_reason, "time_s": time.perf_counter() - t0}
+    out["squeeze_release"] = {"history": hist, "stop_reason": res.stop_reason, "time_s": time.perf_counter() - t0,
+                              "rebuilt_accuracy": getattr(cyc, "rebuilt", None)}
     for r in res.history:
         log.info("seed %d SR %s", seed, r.line())
     with open(args.out + ".partial.json", "w") as f:  # the cycles, in case the baselines do not finish
@@ -271,7 +486,13 @@ def run_seed(seed: int, args, data) -> dict:
 
     out["single_pass"] = []
     targets = [(None, s) for s in args.single_sparsities]
-    if args.single_ratios:
+    if args.skip_single:
+        args.single_sparsities, args.single_ratios, targets = [], None, []
+    if args.criterion == "channel":
+        # one structured cut to 1/ratio of the dense size (the caps of a cycle do not apply);
+        # --single-sparsities s mean ratio 1/(1 - s)
+        targets = [(ratio, 1.0) for ratio in (args.single_ratios or [1.0 / (1.0 - s) for s in args.single_sparsities])]
+    elif args.single_ratios:
         # the sparsity whose minimized model has the target deployable size (bisection on the dense model)
         targets = []
         for ratio in args.single_ratios:
@@ -282,8 +503,12 @@ def run_seed(seed: int, args, data) -> dict:
             targets.append((ratio, sr.ShrinkTarget(1.0 / ratio, lo=0.3, steps=16).search(probe, scores, example)))
     for ratio_target, s in targets:
         t0 = time.perf_counter()
+        sp_crit = crit
+        if args.criterion == "channel":
+            sp_crit = dict(crit, criterion=ChannelScores(depths, 1.0 / ratio_target, args.single_max_drop,
+                                                         args.single_max_drop, stream_weight=args.stream_weight))
         small, rec = sr.single_pass(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn,
-                                    sparsity=s, epochs=budget, params_unpruned=out["dense"]["params"], **crit)
+                                    sparsity=s, epochs=budget, params_unpruned=out["dense"]["params"], **sp_crit)
         d = asdict(rec)
         d.update(sparsity=s, target_ratio=ratio_target, time_s=time.perf_counter() - t0)
         out["single_pass"].append(d)
@@ -292,6 +517,8 @@ def run_seed(seed: int, args, data) -> dict:
 
     out["scratch"] = []
     for rec in res.history[1:]:
+        if args.scratch_cycles is not None and rec.cycle not in args.scratch_cycles:
+            continue
         cfg = family_config(rec.shapes, depths)
         torch.manual_seed(seed + 1000)
         net = ConvNeXtFM(cfg["dims"], cfg["depths"], cfg["hidden"])
@@ -322,9 +549,24 @@ def main(argv=None) -> None:
     ap.add_argument("--max-cycles", type=int, default=5)
     ap.add_argument("--floor", type=float, default=0.80)
     ap.add_argument("--single-sparsities", type=float, nargs="+", default=[0.9, 0.97])
-    ap.add_argument("--criterion", choices=["magnitude", "stream"], default="stream",
-                    help="stream: residual-stream channels scored jointly across writers and readers "
-                         "(stream_scores), so whole stream channels die; magnitude: plain |w| on >= 2-D tensors")
+    ap.add_argument("--criterion", choices=["magnitude", "stream", "channel"], default="channel",
+                    help="channel: whole stream channels and MLP hidden units (ChannelScores), each cycle from "
+                         "the rebuilt current model; stream: residual-stream channels scored jointly across "
+                         "writers and readers entry by entry (stream_scores); magnitude: plain |w| on >= 2-D tensors")
+    ap.add_argument("--keep", type=float, default=0.58,
+                    help="channel criterion: each cycle keeps about this share of the deployable size")
+    ap.add_argument("--max-drop-stream", type=float, default=0.35,
+                    help="channel criterion: at most this share of a stage's stream channels per cycle")
+    ap.add_argument("--max-drop-hidden", type=float, default=0.6,
+                    help="channel criterion: at most this share of a block's MLP hidden units per cycle")
+    ap.add_argument("--extra", type=float, default=0.2,
+                    help="channel criterion: also zero this share of every kept >= 2-D tensor's entries "
+                         "(never a whole row or column), for the release step to give back")
+    ap.add_argument("--single-max-drop", type=float, default=0.95,
+                    help="channel criterion, single pass: at most this share of any group's units")
+    ap.add_argument("--skip-single", action="store_true", help="no single-pass baseline")
+    ap.add_argument("--scratch-cycles", type=int, nargs="+", default=None,
+                    help="train the scratch baseline only at these cycles' shapes (default: every cycle)")
     ap.add_argument("--stream-weight", type=float, default=1.0)
     ap.add_argument("--stream-max-drop", type=float, default=0.5,
                     help="at most this share of a stage's stream channels is pruned per cycle")
