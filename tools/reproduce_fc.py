@@ -436,6 +436,8 @@ def main(argv=None) -> None:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--plot-only", action="store_true", help="redraw --plot from --out")
     ap.add_argument("--summary", action="store_true", help="print the markdown summary of --out")
+    ap.add_argument("--onnx-only", action="store_true",
+                    help="re-measure the ONNX bytes in --out from the run's checkpoints (they must still exist)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="combine the runs of these result files (one seed each, run in parallel) into --out")
     args = ap.parse_args(argv)
@@ -450,6 +452,21 @@ def main(argv=None) -> None:
             json.dump(merged, f, indent=1)
         if args.plot:
             plot(merged, args.plot, f"LeNet-300-100, Fashion-MNIST ({merged['date']})")
+        return
+    if args.onnx_only:
+        # re-measure ONNX bytes from the checkpoints a finished run wrote (they must still exist)
+        with open(args.out) as f:
+            res = json.load(f)
+        example = (torch.randn(16, 784),)
+        for run in res["runs"]:
+            hist = run["squeeze_release"]["history"]
+            for rec in hist:
+                if rec.get("checkpoint") and os.path.exists(rec["checkpoint"]):
+                    rec["onnx_bytes"] = sr.onnx_bytes(sr.load_checkpoint(rec["checkpoint"]).eval(), example)
+            if hist[0].get("onnx_bytes"):
+                run["dense"]["onnx_bytes"] = hist[0].pop("onnx_bytes")
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
         return
     if args.summary:
         with open(args.out) as f:
