@@ -104,6 +104,15 @@ def _onnx_outputs(out):
     return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
 
 
+def strip_debug_metadata(proto) -> None:
+    """Drop the exporter's per-node ``metadata_props`` (Python stack traces, module names) from an
+    ``onnx.ModelProto`` in place, in the main graph and in every function: debugging aids that do
+    not change what the graph computes."""
+    for nodes in [proto.graph.node] + [f.node for f in proto.functions]:
+        for node in nodes:
+            node.ClearField("metadata_props")
+
+
 def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None, dynamic_batch: bool = False,
                 external_data: bool = False, opset: Optional[int] = None, reference: Optional[nn.Module] = None,
                 rtol: Optional[float] = None, atol: Optional[float] = None, check: bool = True,
@@ -149,9 +158,7 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
     import onnx
     proto = onnx.load(path, load_external_data=False)
     if not keep_debug_metadata:
-        for nodes in [proto.graph.node] + [f.node for f in proto.functions]:
-            for node in nodes:
-                node.ClearField("metadata_props")
+        strip_debug_metadata(proto)
         onnx.save(proto, path)                # initializers stored outside keep pointing at <path>.data
     opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     domains = tuple(sorted({n.domain for n in proto.graph.node} | {f.domain for f in proto.functions}))

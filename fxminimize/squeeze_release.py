@@ -112,10 +112,10 @@ def onnx_bytes(module: nn.Module, example_inputs: tuple, strip_debug: bool = Tru
         if strip_debug:
             import onnx
 
+            from .onnx_export import strip_debug_metadata
+
             proto = onnx.load(path)
-            for graph_nodes in [proto.graph.node] + [f.node for f in proto.functions]:
-                for node in graph_nodes:
-                    node.ClearField("metadata_props")
+            strip_debug_metadata(proto)
             onnx.save(proto, path)
         return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
 
