@@ -105,9 +105,7 @@ def run_seed(seed: int, args, data) -> dict:
     teacher: list = []  # the trained dense model, once there is one (knowledge distillation, --distill)
 
     def train_fn(model, opt, epochs, info):
-        kd = teacher[0] if (teacher and args.distill > 0 and info.get("phase") != "scratch") else None
-        if info.get("phase") == "scratch_kd":
-            kd = teacher[0]
+        kd = teacher[0] if teacher and info.get("phase") != "scratch" else None  # teacher: only with --distill
         sr.train_epochs(model, opt, loader, epochs, desc=f"seed {seed} {info.get('phase', '')} c{info.get('cycle', '')}",
                         progress=not args.no_progress, lr_schedule=args.lr_schedule, teacher=kd,
                         loss_fn=functools.partial(F.cross_entropy, label_smoothing=args.label_smoothing
@@ -201,27 +199,18 @@ def run_seed(seed: int, args, data) -> dict:
         h1, h2 = shapes["fc1.weight"][0], shapes["fc2.weight"][0]
         keep = keep_index(m, 784) if m is not None else torch.arange(shapes["fc1.weight"][1])
         assert len(keep) == shapes["fc1.weight"][1], (len(keep), shapes["fc1.weight"])
-        torch.manual_seed(seed + 1000)
-        net = GatherMLP(keep, h1, h2)
-        t0 = time.perf_counter()
-        train_fn(net, optimizer_fn(net.parameters()), args.dense_epochs, {"phase": "scratch"})
-        out["scratch"].append({"cycle": rec.cycle, "params": sr.deployable_size(net), "sr_params": rec.params,
-                               "shape": [len(keep), h1, h2, 10], "accuracy": eval_fn(net), "epochs": args.dense_epochs,
-                               "time_s": time.perf_counter() - t0})
-        log.info("seed %d scratch %s: %d params acc %.2f%%", seed, out["scratch"][-1]["shape"],
-                 out["scratch"][-1]["params"], 100 * out["scratch"][-1]["accuracy"])
-        if args.distill > 0:
-            # the same shape from scratch with the same recipe as Squeeze-Release (distilled from the dense model)
+        # "scratch": the recipe after the dense model; "scratch_kd" (with --distill): distilled from it as well
+        for phase in ("scratch", "scratch_kd") if args.distill > 0 else ("scratch",):
             torch.manual_seed(seed + 1000)
             net = GatherMLP(keep, h1, h2)
             t0 = time.perf_counter()
-            train_fn(net, optimizer_fn(net.parameters()), args.dense_epochs, {"phase": "scratch_kd"})
-            out.setdefault("scratch_kd", []).append(
+            train_fn(net, optimizer_fn(net.parameters()), args.dense_epochs, {"phase": phase})
+            out.setdefault(phase, []).append(
                 {"cycle": rec.cycle, "params": sr.deployable_size(net), "sr_params": rec.params,
                  "shape": [len(keep), h1, h2, 10], "accuracy": eval_fn(net), "epochs": args.dense_epochs,
                  "time_s": time.perf_counter() - t0})
-            log.info("seed %d scratch+distill %s: acc %.2f%%", seed, out["scratch_kd"][-1]["shape"],
-                     100 * out["scratch_kd"][-1]["accuracy"])
+            log.info("seed %d %s %s: %d params acc %.2f%%", seed, phase, out[phase][-1]["shape"],
+                     out[phase][-1]["params"], 100 * out[phase][-1]["accuracy"])
     return out
 
 
