@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
 import logging
 import os
@@ -57,7 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reproduce_fc import machine, plot, summarize  # noqa: E402
+from reproduce_fc import plot, run_seeds, summarize  # noqa: E402
 
 from fxminimize import squeeze_release as sr  # noqa: E402
 from fxminimize.data import TensorLoader, load_fashion_mnist  # noqa: E402
@@ -604,20 +603,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     xtr, ytr = load_fashion_mnist("train", args.data_dir, limit=args.train_limit)
     xte, yte = load_fashion_mnist("test", args.data_dir)
-    results = {"model": f"ConvNeXtFM dims {args.dims} depths {args.depths}", "dataset": "Fashion-MNIST",
-               "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "args": vars(args),
-               "machine": machine(), "date": datetime.date.today().isoformat(), "runs": [],
-               "markers": [[14.8, "14.8x (paper, CIFAR-10)"]]}
-    t0 = time.perf_counter()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    for seed in args.seeds:
-        results["runs"].append(run_seed(seed, args, (xtr, ytr, xte, yte)))
-        results["time_s"] = time.perf_counter() - t0
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=1)
-    if args.plot:
-        plot(results, args.plot, f"ConvNeXt-style CNN {args.dims}/{args.depths}, Fashion-MNIST ({results['date']})")
-    log.info("done in %.0fs -> %s", time.perf_counter() - t0, args.out)
+    run_seeds(args, (xtr, ytr, xte, yte), run_seed, f"ConvNeXt-style CNN {args.dims}/{args.depths}, Fashion-MNIST",
+              {"model": f"ConvNeXtFM dims {args.dims} depths {args.depths}", "dataset": "Fashion-MNIST",
+               "markers": [[14.8, "14.8x (paper, CIFAR-10)"]]})
 
 
 if __name__ == "__main__":

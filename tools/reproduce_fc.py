@@ -475,21 +475,29 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     xtr, ytr = load_fashion_mnist("train", args.data_dir, flatten=True, limit=args.train_limit)
     xte, yte = load_fashion_mnist("test", args.data_dir, flatten=True)
-    results = {"model": "LeNet-300-100 (784-300-100-10)", "dataset": "Fashion-MNIST",
-               "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "args": vars(args),
-               "machine": machine(), "date": datetime.date.today().isoformat(), "runs": [],
+    run_seeds(args, (xtr, ytr, xte, yte), run_seed, "LeNet-300-100, Fashion-MNIST",
+              {"model": "LeNet-300-100 (784-300-100-10)", "dataset": "Fashion-MNIST",
                "markers": [[10, "10x"], [39, "39x (paper, MNIST)"]],
-               "target_points": [[39, 86.0, "target: 86 % at 39x"]]}
+               "target_points": [[39, 86.0, "target: 86 % at 39x"]]})
+
+
+def run_seeds(args, data, run_seed, title: str, header: dict) -> dict:
+    """``run_seed(seed, args, data)`` for every seed of ``args.seeds``; ``--out`` is rewritten after
+    each seed (an interrupted run keeps the seeds it finished), ``--plot`` drawn at the end.
+    ``header``: what the JSON says of the model (shared by reproduce_fc.py and reproduce_cnn.py)."""
+    results = dict(header, command=" ".join([os.path.basename(sys.executable)] + sys.argv), args=vars(args),
+                   machine=machine(), date=datetime.date.today().isoformat(), runs=[])
     t0 = time.perf_counter()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     for seed in args.seeds:
-        results["runs"].append(run_seed(seed, args, (xtr, ytr, xte, yte)))
+        results["runs"].append(run_seed(seed, args, data))
         results["time_s"] = time.perf_counter() - t0
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
     if args.plot:
-        plot(results, args.plot, f"LeNet-300-100, Fashion-MNIST ({results['date']})")
+        plot(results, args.plot, f"{title} ({results['date']})")
     log.info("done in %.0fs -> %s", time.perf_counter() - t0, args.out)
+    return results
 
 
 if __name__ == "__main__":
