@@ -11,6 +11,14 @@ s1 = Σ_R v_r and s2 = Σ_R v_r², both independent of the input:
 so the kept outputs are computed exactly from the kept inputs plus three scalars (C, s1, s2;
 |R| = C − |K|). RMSNorm (y = γ x/√(Σx²/C + ε)) needs s2 alone: Σx² = Σ_K x² + s2.
 Both are written with elementary ops (sum, mul, sub, rsqrt), so they export to plain ONNX.
+
+The LayerNorm is the operator ``torch.ops.fxminimize.compensated_layer_norm`` (registered on
+import of this module, CompositeImplicitAutograd: autograd and every backend run the elementary
+ops above). It is an operator rather than a Python function so that ``torch.export`` keeps it as
+one node: a later :func:`fxminimize.minimize` then recognises it and removes further CONST
+channels through it, adding their values to s1 and s2 (the same formula with R grown). ONNX
+export decomposes it (``run_decompositions``) into the elementary ops; a saved ``.pt2`` program
+that contains it loads after ``import fxminimize``.
 """
 from __future__ import annotations
 
@@ -18,9 +26,13 @@ import torch
 import torch.nn as nn
 
 
-def compensated_layer_norm(x: torch.Tensor, count: int, s1: float, s2: float, weight=None, bias=None,
-                           eps: float = 1e-5, dim: int = -1) -> torch.Tensor:
-    """LayerNorm of the full C = ``count`` channels, evaluated on the kept channels ``x``."""
+OP_SCHEMA = ("compensated_layer_norm(Tensor x, int count, float s1, float s2, Tensor? weight=None, "
+             "Tensor? bias=None, float eps=1e-05, int dim=-1) -> Tensor")
+
+
+def _compensated_layer_norm_impl(x: torch.Tensor, count: int, s1: float, s2: float, weight=None, bias=None,
+                                 eps: float = 1e-5, dim: int = -1) -> torch.Tensor:
+    """The operator's body, in elementary ops (see the module doc for the math)."""
     removed = count - x.shape[dim]
     mu = (x.sum(dim, keepdim=True) + s1) / count
     d = x - mu
@@ -41,6 +53,29 @@ def compensated_layer_norm(x: torch.Tensor, count: int, s1: float, s2: float, we
     if bias is not None:
         y = y + bias.reshape(shape)
     return y
+
+
+def _register_op():
+    try:
+        return torch.ops.fxminimize.compensated_layer_norm.default
+    except (AttributeError, RuntimeError):
+        pass
+    lib = torch.library.Library("fxminimize", "FRAGMENT")
+    lib.define(OP_SCHEMA)
+    lib.impl("compensated_layer_norm", _compensated_layer_norm_impl, "CompositeImplicitAutograd")
+    _register_op.lib = lib  # the registration lives as long as the Library object
+    return torch.ops.fxminimize.compensated_layer_norm.default
+
+
+#: the operator ``fxminimize::compensated_layer_norm`` (an OpOverload, the target of rewritten nodes)
+COMPENSATED_LAYER_NORM = _register_op()
+
+
+def compensated_layer_norm(x: torch.Tensor, count: int, s1: float, s2: float, weight=None, bias=None,
+                           eps: float = 1e-5, dim: int = -1) -> torch.Tensor:
+    """LayerNorm of the full C = ``count`` channels, evaluated on the kept channels ``x``
+    (calls the operator ``torch.ops.fxminimize.compensated_layer_norm``)."""
+    return COMPENSATED_LAYER_NORM(x, int(count), float(s1), float(s2), weight, bias, float(eps), int(dim))
 
 
 def compensated_rms_norm(x: torch.Tensor, count: int, s2: float, weight=None, eps: float = 1e-6,

@@ -11,9 +11,10 @@ Tolerance: the one of :mod:`fxminimize.verify`, per output y (torch) and ŷ (onn
 (``TOLERANCES``); ``rtol``/``atol`` override it. A larger difference raises
 :class:`~fxminimize.MinimizationError` (the file is left on disk for inspection).
 
-The minimized graph contains only aten ops, so everything, CompensatedLayerNorm included (sum,
-mul, sub, rsqrt), exports to standard ONNX operators (default domain); :attr:`OnnxExport.domains`
-lists the operator domains found.
+The minimized graph contains aten ops and the CompositeImplicitAutograd operator
+``fxminimize::compensated_layer_norm``, which the exporter decomposes (sum, mul, sub, rsqrt), so
+everything exports to standard ONNX operators (default domain); :attr:`OnnxExport.domains` lists
+the operator domains found.
 """
 from __future__ import annotations
 

@@ -5,12 +5,15 @@ removed input is CONST. The node ``layer_norm(x, [C], γ, β, ε)`` becomes
 ``compensated_layer_norm(x_K, C, s1, s2, γ_K, β_K, ε)`` with s1 = Σ_R v_r, s2 = Σ_R v_r²
 (float64), which computes μ and σ² of the full width exactly
 (derivation in :mod:`fxminimize.compensated`). LayerNorms that lose nothing are left alone.
+
+A ``compensated_layer_norm(x_K, C, s1, s2, …)`` node (from an earlier run) that loses more
+CONST channels R' keeps its C and its dim and accumulates them: s1 + Σ_R' v_r, s2 + Σ_R' v_r².
 """
 from __future__ import annotations
 
 import numpy as np
 
-from fxminimize.compensated import compensated_layer_norm
+from fxminimize.compensated import COMPENSATED_LAYER_NORM
 from fxminimize.ir import bind
 from .base import nodes_of_kind, PassResult, get_tensor, index, plan_name, replace_const
 
@@ -37,9 +40,12 @@ def run(gm, plan) -> PassResult:
         if b is not None:
             b = replace_const(gm, n, b, get_tensor(gm, str(b.target)).detach()[keep])
         s1, s2 = float(cv.sum()), float((cv * cv).sum())
+        if n.target is COMPENSATED_LAYER_NORM:  # already compensated: the removed set grows
+            count, s1, s2, dim = int(p["count"]), float(p["s1"]) + s1, float(p["s2"]) + s2, int(p["dim"])
+        else:
+            count, dim = plan.size[xname], -1
         with gm.graph.inserting_after(n):
-            new = gm.graph.call_function(compensated_layer_norm,
-                                         (x, plan.size[xname], s1, s2, w, b, float(p["eps"]), -1))
+            new = gm.graph.call_function(COMPENSATED_LAYER_NORM, (x, count, s1, s2, w, b, float(p["eps"]), dim))
         new.meta = dict(n.meta)
         renamed[new] = n.name
         n.replace_all_uses_with(new)

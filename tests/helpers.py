@@ -6,7 +6,10 @@ fxminimize.verify for float32 outputs of magnitude <= 1).
 from __future__ import annotations
 
 import copy
+import gzip
+import struct
 
+import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
@@ -58,3 +61,22 @@ def minimize_and_check(model, example, *, batches=(1, 7), masks=None, seed=1):
 
 def shapes(module):
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _write_idx(path, arr):
+    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    with gzip.open(str(path) + ".gz", "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def synthetic_fashion_mnist(directory, n_train=512, n_test=256):
+    """Fashion-MNIST-shaped IDX files in ``directory``: class c lights up its own 4x4 block."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n)
+        imgs = rng.integers(0, 40, size=(n, 28, 28))
+        for i, c in enumerate(labels):          # class c lights up its own 4x4 block: learnable
+            r, k = divmod(int(c), 5)
+            imgs[i, 4 + 8 * r:8 + 8 * r, 2 + 5 * k:6 + 5 * k] = 250
+        _write_idx(directory / f"{split}-images-idx3-ubyte", imgs)
+        _write_idx(directory / f"{split}-labels-idx1-ubyte", labels)

@@ -90,33 +90,113 @@ def test_compensated_norms_export_to_onnx(kind, tmp_path):
         torch.testing.assert_close(torch.from_numpy(got), m(x), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation (docs/results.md, CNN): minimize() writes a compensated "
-                   "LayerNorm with elementary ops, and a second minimize() cannot remove more channels through "
-                   "that form (the variance sum reads x - mu, which is not CONST)")
-def test_second_minimize_through_compensated_layernorm():
+class _LinLnLin(torch.nn.Module):
+    def __init__(self, ln=None):
+        super().__init__()
+        self.a, self.ln, self.b = torch.nn.Linear(8, 6), ln or torch.nn.LayerNorm(6), torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.b(self.ln(self.a(x)))
+
+
+def _make_const(model, c):
+    """Channel c: CONST(a.bias[c] != 0) into the norm and CONST(β_c) out of it (γ_c = 0), which
+    then folds into b's bias: minimize may remove it through the norm."""
+    p = dict(model.named_parameters())
+    with torch.no_grad():
+        p["a.weight"][c].zero_()
+        p["ln.weight"][c] = 0
+
+
+def _compensated_nodes(gm):
+    from fxminimize.compensated import COMPENSATED_LAYER_NORM
+    from fxminimize.ir import bind
+    return [bind(n) for n in gm.graph.nodes if n.target is COMPENSATED_LAYER_NORM]
+
+
+def test_repeated_minimize_through_compensated_layernorm(tmp_path):
+    """minimize() re-reduces its own compensated LayerNorm: three rounds each remove one more
+    nonzero-CONST channel; each result equals the original model with all those channels CONST
+    (assert_close rtol 1e-5, atol 1e-5 on fresh random inputs); count stays 6 and s1, s2
+    accumulate the removed values. The last result also saves/loads as .pt2 and exports to ONNX."""
+    import fxminimize
+
+    torch.manual_seed(0)
+    orig = _LinLnLin().eval()
+    with torch.no_grad():
+        orig.a.bias.uniform_(0.5, 1.5)       # removed values are nonzero: s1, s2 matter
+        orig.ln.bias.uniform_(-1, 1)
+    ref = _LinLnLin().eval()
+    ref.load_state_dict(orig.state_dict())
+    x = torch.randn(5, 8)
+    current, present, removed = orig, list(range(6)), []
+    for c in (2, 0, 5):
+        _make_const(ref, c)
+        _make_const(current, present.index(c))
+        res = fxminimize.minimize(current, (x,))
+        present.remove(c)
+        removed.append(c)
+        current = res.module
+        assert tuple(current.get_parameter("a.weight").shape) == (len(present), 8)
+        (node,) = _compensated_nodes(current)
+        v = orig.a.bias.detach().double()[removed]
+        assert node["count"] == 6
+        assert node["s1"] == pytest.approx(float(v.sum()), rel=1e-6)
+        assert node["s2"] == pytest.approx(float((v * v).sum()), rel=1e-6)
+        xt = torch.randn(7, 8)
+        with torch.no_grad():
+            torch.testing.assert_close(current(xt), ref(xt), rtol=1e-5, atol=1e-5)
+    res.save(str(tmp_path / "m.pt2"))
+    loaded = fxminimize.load(str(tmp_path / "m.pt2"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(xt), ref(xt), rtol=1e-5, atol=1e-5)
+    out = fxminimize.export_onnx(res, (x,), str(tmp_path / "m.onnx"), reference=ref)
+    assert out.domains == ("",)
+
+
+def test_minimize_through_channels_first_compensated_module():
+    """A CompensatedLayerNorm module over dim 1 (ConvNeXt's downsampling norm) loses a further
+    CONST channel: count stays, s1/s2 grow, output equals the module before (rtol/atol 1e-5)."""
     import fxminimize
 
     class M(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.ln, self.b = torch.nn.Linear(8, 6), torch.nn.LayerNorm(6), torch.nn.Linear(6, 3)
+            self.a = torch.nn.Conv2d(3, 6, 1)
+            self.ln = CompensatedLayerNorm(6, 9, s1=0.5, s2=1.25, dim=1)
+            self.b = torch.nn.Conv2d(6, 2, 1)
 
         def forward(self, x):
             return self.b(self.ln(self.a(x)))
 
-    def make_const(model, c):              # channel c: CONST into the norm, CONST out of it, unread after
-        p = dict(model.named_parameters())
-        with torch.no_grad():
-            p["a.weight"][c].zero_()
-            p["ln.weight"][c] = 0
-            p["b.weight"][:, c].zero_()
-
     torch.manual_seed(0)
     m = M().eval()
-    x = torch.randn(5, 8)
-    make_const(m, 0)
-    first = fxminimize.minimize(m, (x,)).module
-    assert tuple(first.get_parameter("a.weight").shape) == (5, 8)
-    make_const(first, 0)                   # original channel 1
-    second = fxminimize.minimize(first, (x,)).module
-    assert tuple(second.get_parameter("a.weight").shape) == (4, 8)
+    with torch.no_grad():
+        m.ln.weight.uniform_(0.5, 1.5)
+        m.ln.bias.uniform_(-1, 1)
+        m.a.weight[4].zero_()
+        m.a.bias[4] = 0.75
+        m.ln.weight[4] = 0
+    x = torch.randn(2, 3, 5, 5)
+    res = fxminimize.minimize(m, (x,))
+    assert tuple(res.module.get_parameter("a.weight").shape) == (5, 3, 1, 1)
+    (node,) = _compensated_nodes(res.module)
+    assert (node["count"], node["dim"]) == (9, 1)
+    assert node["s1"] == pytest.approx(0.5 + 0.75) and node["s2"] == pytest.approx(1.25 + 0.75 ** 2)
+    xt = torch.randn(3, 3, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(res.module(xt), m(xt), rtol=1e-5, atol=1e-5)
+
+
+def test_compensated_layer_norm_gradients_equal_full_layer_norm():
+    """Training a minimized model back-propagates through the operator: gradients w.r.t. the
+    kept inputs, γ_K and β_K equal those of the full LayerNorm (float64, atol 1e-10)."""
+    x, keep, removed, v, w, b = _case(3, 10, torch.float64, 0.0)
+    xk = x[..., keep].clone().requires_grad_(True)
+    wk, bk = w[keep].clone().requires_grad_(True), b[keep].clone().requires_grad_(True)
+    xf, wf, bf = x.clone().requires_grad_(True), w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    g = torch.randn(*x.shape[:-1], len(keep), dtype=torch.float64)
+    (compensated_layer_norm(xk, 10, float(v.sum()), float((v * v).sum()), wk, bk, 1e-5) * g).sum().backward()
+    (F.layer_norm(xf, (10,), wf, bf, 1e-5)[..., keep] * g).sum().backward()
+    for got, want in ((xk.grad, xf.grad[..., keep]), (wk.grad, wf.grad[keep]), (bk.grad, bf.grad[keep])):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)

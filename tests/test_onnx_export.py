@@ -99,8 +99,8 @@ def test_transformer_roundtrip(name, tmp_path):
     _check(out, path)
     if name in ("bert", "gpt2", "vit"):
         # LayerNorms that lost CONST channels became CompensatedLayerNorm: plain ONNX ops
-        from fxminimize.compensated import compensated_layer_norm
-        assert any(n.target is compensated_layer_norm for n in res.module.graph.nodes)
+        from fxminimize.compensated import COMPENSATED_LAYER_NORM
+        assert any(n.target is COMPENSATED_LAYER_NORM for n in res.module.graph.nodes)
 
 
 def test_result_without_reference_and_external_data(tmp_path):

@@ -1,35 +1,16 @@
 """tools/reproduce_fc.py end to end on a tiny synthetic Fashion-MNIST-shaped data set: the script
 behind docs/results.md must run, land its cycles at the requested compressions, train both
 baselines and the label-smoothing reference, and print its tables (seconds, no real data)."""
-import gzip
 import json
 import logging
 import os
-import struct
 import sys
 
-import numpy as np
 import pytest
 
+from helpers import synthetic_fashion_mnist as _dataset
+
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
-
-
-def _write_idx(path, arr):
-    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-    with gzip.open(str(path) + ".gz", "wb") as f:
-        f.write(header + arr.astype(np.uint8).tobytes())
-
-
-def _dataset(directory, n_train=512, n_test=256):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, size=n)
-        imgs = rng.integers(0, 40, size=(n, 28, 28))
-        for i, c in enumerate(labels):          # class c lights up its own 4x4 block: learnable
-            r, k = divmod(int(c), 5)
-            imgs[i, 4 + 8 * r:8 + 8 * r, 2 + 5 * k:6 + 5 * k] = 250
-        _write_idx(directory / f"{split}-images-idx3-ubyte", imgs)
-        _write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxminimize
-from fxminimize.compensated import compensated_layer_norm
+from fxminimize.compensated import COMPENSATED_LAYER_NORM
 from helpers import compare, shapes
 
 R = [1, 4, 6]  # channels made CONST (nonzero values)
@@ -35,7 +35,7 @@ def test_layer_norm_compensated_with_nonzero_constants():
     r = fxminimize.minimize(m, (torch.randn(4, 5),))
     compare(m, r.module, (torch.randn(9, 5),))
     assert shapes(r.module)["a.weight"] == (5, 5) and shapes(r.module)["b.weight"] == (3, 5)
-    calls = [n for n in r.module.graph.nodes if n.target is compensated_layer_norm]
+    calls = [n for n in r.module.graph.nodes if n.target is COMPENSATED_LAYER_NORM]
     assert len(calls) == 1
     count, s1, s2 = calls[0].args[1:4]
     assert count == 8 and abs(s1 - 1.5) < 1e-6 and abs(s2 - (0.49 + 1.69 + 4.41)) < 1e-6

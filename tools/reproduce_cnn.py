@@ -26,11 +26,11 @@ zeroes whole units, lowest first, until the model is ``--keep`` of its size (per
 stage / block, never the last unit), optionally plus ``--extra`` unstructured zeros inside the
 kept tensors (never a whole row or column) for the release to give back. The squeeze then
 removes exactly those units, so every reader stays aligned with the stream cycle after cycle
-(checked: :func:`channel_units` raises otherwise). Because ``minimize`` writes the LayerNorms
-that lost stream channels as exact *compensated* norms in elementary ops, which it does not
-recognise as LayerNorms when it meets them again, every cycle after the first starts from
-:func:`rebuild` of the carried model (a plain ConvNeXtFM of the current widths, LayerNorms over
-the kept channels; its accuracy is recorded) — see :class:`RebuildingSqueezeRelease`.
+(checked: :func:`channel_units` raises otherwise). Stream channels leave through LayerNorms:
+``minimize`` writes those as exact compensated LayerNorms (the operator
+``fxminimize::compensated_layer_norm``), and the next cycle's ``minimize`` removes further
+channels through them, so every cycle works on the exact output of the previous one. (Until
+2026-11-27 it could not, and the script restarted every later cycle from an inexact rebuild.)
 
 ``--criterion stream`` (:func:`stream_scores`, the earlier joint entry-level criterion with its
 ``max_drop`` / ``tensor_keep`` safeguards) and ``--criterion magnitude`` (plain ``|w|``) are kept
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import logging
 import os
@@ -374,46 +375,6 @@ def family_config(shapes: dict, depths: Sequence[int]) -> dict:
     return {"dims": dims, "depths": list(depths), "hidden": hidden}
 
 
-def rebuild(module: nn.Module, depths: Sequence[int]) -> "ConvNeXtFM":
-    """A plain :class:`ConvNeXtFM` of ``module``'s current widths with its weights.
-
-    ``module`` is a minimized (or checkpoint-loaded) ConvNeXtFM whose parameters keep their
-    original names. Where ``minimize`` removed residual-stream channels, it replaced every
-    LayerNorm over the stream by an exact *compensated* LayerNorm written with elementary ops
-    (sum, rsqrt, ...), with the removed channels' constants as literals; ``minimize`` does not
-    recognise that form as a LayerNorm again, so a second removal of stream channels through it
-    fails (the variance sum has no channel space). The rebuilt model normalises over the kept
-    channels only (plain LayerNorm, same γ, β): this changes the function a little (the removed
-    constants no longer enter μ and σ²) and is done at the start of the next cycle, before its
-    pruning and masked fine-tuning. Everything else is copied exactly; a model without
-    compensated norms is reproduced exactly (checked by the caller)."""
-    params = {n: p.detach() for n, p in module.named_parameters()}
-    cfg = family_config({n: list(p.shape) for n, p in params.items()}, depths)
-    net = ConvNeXtFM(cfg["dims"], cfg["depths"], cfg["hidden"])
-    missing, unexpected = net.load_state_dict(params, strict=False)
-    extra_bufs = [n for n, _ in module.named_buffers()]
-    if missing or unexpected or extra_bufs:
-        raise RuntimeError(f"rebuild: missing {missing}, unexpected {unexpected}, buffers {extra_bufs}")
-    return net
-
-
-class RebuildingSqueezeRelease(sr.SqueezeRelease):
-    """:class:`fxminimize.squeeze_release.SqueezeRelease` that starts every cycle after the first
-    from :func:`rebuild` of the carried model (see there why), and records the accuracy of the
-    rebuilt model (``rebuilt``: ``{cycle: accuracy}``) to show what the rebuild costs."""
-
-    def __init__(self, *args, depths: Sequence[int], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.depths, self.rebuilt = tuple(depths), {}
-
-    def cycle(self, module, cycle, params_unpruned, epochs_before):
-        if not isinstance(module, ConvNeXtFM):
-            module = rebuild(module, self.depths)
-            self.rebuilt[cycle] = self._eval(module)
-            log.info("cycle %d starts from the rebuilt model: %.2f%%", cycle, 100 * self.rebuilt[cycle])
-        return super().cycle(module, cycle, params_unpruned, epochs_before)
-
-
 def run_seed(seed: int, args, data) -> dict:
     xtr, ytr, xte, yte = data
     example = (xtr[:4].clone(),)  # a copy: a view would make every checkpoint store the whole training set
@@ -425,8 +386,11 @@ def run_seed(seed: int, args, data) -> dict:
     loader = TensorLoader(xtr, ytr, args.batch, seed=seed)
 
     def train_fn(model, opt, epochs, info):
+        # label smoothing (if asked) for everything after the dense model: cycles and both baselines
+        ls = args.label_smoothing if info.get("phase") != "dense" else 0.0
         sr.train_epochs(model, opt, loader, epochs, desc=f"seed {seed} {info.get('phase', '')} c{info.get('cycle', '')}",
-                        progress=not args.no_progress, lr_schedule=args.lr_schedule)
+                        progress=not args.no_progress, lr_schedule=args.lr_schedule,
+                        loss_fn=functools.partial(F.cross_entropy, label_smoothing=ls))
 
     def eval_fn(model):
         return sr.accuracy(model, xte, yte, batch_size=500)
@@ -461,22 +425,21 @@ def run_seed(seed: int, args, data) -> dict:
     if args.criterion == "channel":
         # the criterion picks whole units for a size target itself and scores the rest +inf: a
         # fixed fraction 1.0 drops exactly its choice
-        sr_cls, schedule, extra_kw = RebuildingSqueezeRelease, 1.0, {"depths": depths}
+        schedule = 1.0
     else:
-        sr_cls, schedule, extra_kw = sr.SqueezeRelease, sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule, {}
-    cyc = sr_cls(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn, schedule=schedule,
+        schedule = sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule
+    cyc = sr.SqueezeRelease(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn, schedule=schedule,
                             finetune_epochs=args.ft_epochs, train_epochs=args.train_epochs,
                             release_scale=args.release_scale, max_cycles=args.max_cycles, accuracy_floor=args.floor,
                             target_ratio=args.target_ratio,
                             checkpoint_dir=os.path.join(args.ckpt_dir, f"cnn_seed{seed}") if args.ckpt_dir else None,
-                            seed=seed, carry_checkpoint=True, **crit, **extra_kw)
+                            seed=seed, carry_checkpoint=True, **crit)
     res = cyc.run(resume=args.resume)
     hist = [asdict(r) for r in res.history]
     for rec in hist[1:]:
         if rec["checkpoint"]:
             rec["onnx_bytes"] = sr.onnx_bytes(sr.load_checkpoint(rec["checkpoint"]).eval(), example)
-    out["squeeze_release"] = {"history": hist, "stop_reason": res.stop_reason, "time_s": time.perf_counter() - t0,
-                              "rebuilt_accuracy": getattr(cyc, "rebuilt", None)}
+    out["squeeze_release"] = {"history": hist, "stop_reason": res.stop_reason, "time_s": time.perf_counter() - t0}
     for r in res.history:
         log.info("seed %d SR %s", seed, r.line())
     with open(args.out + ".partial.json", "w") as f:  # the cycles, in case the baselines do not finish
@@ -522,9 +485,10 @@ def run_seed(seed: int, args, data) -> dict:
         torch.manual_seed(seed + 1000)
         net = ConvNeXtFM(cfg["dims"], cfg["depths"], cfg["hidden"])
         t0 = time.perf_counter()
-        train_fn(net, optimizer_fn(net.parameters()), args.dense_epochs, {"phase": "scratch"})
+        epochs = rec.epochs_total if args.scratch_matched else args.dense_epochs
+        train_fn(net, optimizer_fn(net.parameters()), epochs, {"phase": "scratch"})
         out["scratch"].append({"cycle": rec.cycle, "params": sr.deployable_size(net), "sr_params": rec.params,
-                               "config": cfg, "accuracy": eval_fn(net), "epochs": args.dense_epochs,
+                               "config": cfg, "accuracy": eval_fn(net), "epochs": epochs,
                                "time_s": time.perf_counter() - t0})
         log.info("seed %d scratch %s: %d params acc %.2f%%", seed, cfg, out["scratch"][-1]["params"],
                  100 * out["scratch"][-1]["accuracy"])
@@ -549,8 +513,8 @@ def main(argv=None) -> None:
     ap.add_argument("--floor", type=float, default=0.80)
     ap.add_argument("--single-sparsities", type=float, nargs="+", default=[0.9, 0.97])
     ap.add_argument("--criterion", choices=["magnitude", "stream", "channel"], default="channel",
-                    help="channel: whole stream channels and MLP hidden units (ChannelScores), each cycle from "
-                         "the rebuilt current model; stream: residual-stream channels scored jointly across "
+                    help="channel: whole stream channels and MLP hidden units (ChannelScores) of the current "
+                         "model; stream: residual-stream channels scored jointly across "
                          "writers and readers entry by entry (stream_scores); magnitude: plain |w| on >= 2-D tensors")
     ap.add_argument("--keep", type=float, default=0.58,
                     help="channel criterion: each cycle keeps about this share of the deployable size")
@@ -566,6 +530,11 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-single", action="store_true", help="no single-pass baseline")
     ap.add_argument("--scratch-cycles", type=int, nargs="+", default=None,
                     help="train the scratch baseline only at these cycles' shapes (default: every cycle)")
+    ap.add_argument("--scratch-matched", action="store_true",
+                    help="scratch baseline at cycle k trains for as many epochs as the Squeeze-Release model had "
+                         "seen by then (dense + all cycles); default: the dense model's epochs")
+    ap.add_argument("--label-smoothing", type=float, default=0.0,
+                    help="label smoothing for every training after the dense model (cycles and both baselines)")
     ap.add_argument("--stream-weight", type=float, default=1.0)
     ap.add_argument("--stream-max-drop", type=float, default=0.5,
                     help="at most this share of a stage's stream channels is pruned per cycle")

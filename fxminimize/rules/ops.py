@@ -14,6 +14,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..compensated import COMPENSATED_LAYER_NORM, compensated_layer_norm
 from ..ir import bind, fake, is_tensor, prod_static, shape, static_int, tensor_inputs
 from . import register, register_many
 from .base import Barrier, Ignore, Rule
@@ -578,6 +579,52 @@ class LayerNormRule(_Channelwise):
 
 
 register(nn.LayerNorm, F.layer_norm, aten.layer_norm.default)(LayerNormRule)
+
+
+class CompensatedLayerNormRule(LayerNormRule):
+    """``fxminimize::compensated_layer_norm`` (a LayerNorm this tool already shrank), re-reduced.
+
+    It is LayerNorm over C = ``count`` channels of which the K present ones are its input and
+    the C − K absent ones are accounted for by s1 = Σ v_r and s2 = Σ v_r² (see
+    :mod:`fxminimize.compensated`). Removing a further set R' of CONST(v_r) present channels is
+    the same formula with R ∪ R': C stays, s1 += Σ_R' v_r, s2 += Σ_R' v_r² (pass ``layernorm``).
+    The channel dim is ``dim`` (channels-last −1, or channels-first 1). Values, coupling and use
+    are those of LayerNorm: output c is CONST(β_c) where γ_c = 0; a LIVE input is always needed.
+    """
+
+    def _dim(self, n) -> int:
+        return int(bind(n)["dim"]) % _nd(n)
+
+    def out_axis(self, a, n, ax):
+        if ax != self._dim(n):
+            a.hint_barrier(n, "channels are not on the normalised dim")
+            return None
+        for t in (bind(n)["weight"], bind(n)["bias"]):
+            if t is not None and a.tensor(t) is None:
+                a.hint_barrier(n, "layer_norm weight or bias is not a constant tensor")
+                return None
+        return ax
+
+    def declare(self, a, n, inp):
+        return self._dim(n) if inp is n.args[0] else None
+
+    def value(self, a, n):
+        p = bind(n)
+        m, v = a.const_of(self.src(n))
+        C = a.size[n]
+        w = a.tensor(p["weight"])
+        b = a.tensor(p["bias"])
+        w = np.ones(C) if w is None else w.detach().double().numpy()
+        b = np.zeros(C) if b is None else b.detach().double().numpy()
+        if m.all():  # every present channel constant: the whole output is constant
+            y = compensated_layer_norm(torch.from_numpy(v.copy())[None], p["count"], p["s1"], p["s2"],
+                                       torch.from_numpy(w), torch.from_numpy(b), float(p["eps"]))[0].numpy()
+            a.set_value(n, np.ones(C, bool), y)
+            return
+        a.set_value(n, w == 0, b)
+
+
+register(COMPENSATED_LAYER_NORM)(CompensatedLayerNormRule)
 
 
 # --------------------------------------------------------------------------- binary elementwise
