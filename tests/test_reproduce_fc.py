@@ -2,28 +2,15 @@
 behind docs/results.md must run, land its cycles at the requested compressions, train both
 baselines and the label-smoothing reference, and print its tables (seconds, no real data)."""
 import json
-import logging
-import os
-import sys
 
 import pytest
 
 from helpers import synthetic_fashion_mnist as _dataset
 
-TOOLS = os.path.join(os.path.dirname(__file__), "..", "tools")
-
 
 @pytest.fixture()
-def reproduce_fc():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    sys.path.insert(0, TOOLS)
-    try:
-        import reproduce_fc
-        yield reproduce_fc
-    finally:
-        sys.path.remove(TOOLS)
-        root.handlers[:], root.level = handlers, level    # main() calls logging.basicConfig
+def reproduce_fc(import_tool):
+    return import_tool("reproduce_fc")
 
 
 def test_reproduce_fc_small_run(tmp_path, reproduce_fc, capsys):

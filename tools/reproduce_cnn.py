@@ -6,7 +6,7 @@ The network (:class:`ConvNeXtFM`) has ConvNeXt-Tiny's design scaled to 28x28 gre
 CPU cores: patchify stem (2x2 conv, stride 2) + channels-first LayerNorm; residual stages of
 ConvNeXt blocks (depthwise 7x7 conv, LayerNorm, inverted MLP Linear d→4d, GELU, Linear 4d→d,
 layer scale, residual add); a LayerNorm + 2x2 stride-2 conv between stages; global average pool,
-LayerNorm, Linear head. Defaults: dims (16, 32), depths (2, 2), 28,666 parameters.
+LayerNorm, Linear head. Defaults: dims (24, 48), depths (2, 2), 59,890 parameters.
 
 The same three comparisons as ``reproduce_fc.py``: the dense model, Squeeze-Release cycles, a
 single prune-and-shrink pass with the whole Squeeze-Release training budget, and a dense
@@ -485,7 +485,7 @@ def run_seed(seed: int, args, data) -> dict:
         torch.manual_seed(seed + 1000)
         net = ConvNeXtFM(cfg["dims"], cfg["depths"], cfg["hidden"])
         t0 = time.perf_counter()
-        epochs = rec.epochs_total if args.scratch_matched else args.dense_epochs
+        epochs = args.dense_epochs + rec.epochs_total if args.scratch_matched else args.dense_epochs
         train_fn(net, optimizer_fn(net.parameters()), epochs, {"phase": "scratch"})
         out["scratch"].append({"cycle": rec.cycle, "params": sr.deployable_size(net), "sr_params": rec.params,
                                "config": cfg, "accuracy": eval_fn(net), "epochs": epochs,
@@ -499,11 +499,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--dims", type=int, nargs="+", default=[16, 32])
+    ap.add_argument("--dims", type=int, nargs="+", default=[24, 48])
     ap.add_argument("--depths", type=int, nargs="+", default=[2, 2])
     ap.add_argument("--dense-epochs", type=int, default=6)
     ap.add_argument("--ft-epochs", type=int, default=1)
-    ap.add_argument("--train-epochs", type=int, default=2)
+    ap.add_argument("--train-epochs", type=int, default=4)
     ap.add_argument("--schedule", type=float, default=0.9)
     ap.add_argument("--shrink", type=float, default=None,
                     help="size-targeted schedule: each cycle keeps about this share of the deployable size "
@@ -522,7 +522,7 @@ def main(argv=None) -> None:
                     help="channel criterion: at most this share of a stage's stream channels per cycle")
     ap.add_argument("--max-drop-hidden", type=float, default=0.6,
                     help="channel criterion: at most this share of a block's MLP hidden units per cycle")
-    ap.add_argument("--extra", type=float, default=0.2,
+    ap.add_argument("--extra", type=float, default=0.0,
                     help="channel criterion: also zero this share of every kept >= 2-D tensor's entries "
                          "(never a whole row or column), for the release step to give back")
     ap.add_argument("--single-max-drop", type=float, default=0.95,
@@ -543,7 +543,7 @@ def main(argv=None) -> None:
     ap.add_argument("--single-ratios", type=float, nargs="+", default=None,
                     help="single pass at these compressions instead of --single-sparsities (the sparsity is found by "
                          "bisection so that the minimized model has 1/ratio of the dense deployable size)")
-    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine")
     ap.add_argument("--target-ratio", type=float, default=None)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--wd", type=float, default=0.05)
