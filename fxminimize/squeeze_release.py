@@ -564,6 +564,17 @@ class ShrinkTarget:
 
 
 # --------------------------------------------------------------------------- the cycle
+def _jsonable(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _per_cycle(value, cycle: int):
+    """``value`` itself, or item ``cycle``-1 of a sequence (the last repeating)."""
+    if isinstance(value, (list, tuple)):
+        return value[min(cycle - 1, len(value) - 1)]
+    return value
+
+
 class SqueezeRelease:
     """The Squeeze-Release cycle (see the module docstring).
 
@@ -574,6 +585,9 @@ class SqueezeRelease:
     ``prunable``: ``callable(model) -> {name: param}``, the tensors scored and masked (default
     :func:`prunable_parameters`; include 1-D tensors such as norm weights or layer scales when a
     structured criterion must zero them to make a channel constant).
+    ``finetune_epochs``, ``train_epochs``: epochs of the masked fine-tuning and of the training
+    after release, an int or a sequence (cycle k uses item k-1, the last repeating; e.g. cheap
+    early cycles and a long last one for a run whose cycle count is known).
     ``carry_checkpoint``: start each cycle from the checkpoint just written (read back with
     :func:`load_checkpoint`, a graph of aten ops) instead of the in-memory minimized module; the
     same weights and function, as a resumed run would see them.
@@ -582,8 +596,8 @@ class SqueezeRelease:
     def __init__(self, model: nn.Module, example_inputs: tuple, train_fn: Callable, eval_fn: Callable[[nn.Module], float],
                  *, optimizer_fn: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
                  schedule: Union[float, Sequence[float], Callable[[int], float]] = 0.8,
-                 criterion: Criterion = magnitude_scores, finetune_epochs: int = 1, train_epochs: int = 1,
-                 release_scale: float = 0.05, do_release: bool = True, max_cycles: int = 20,
+                 criterion: Criterion = magnitude_scores, finetune_epochs: Union[int, Sequence[int]] = 1,
+                 train_epochs: Union[int, Sequence[int]] = 1, release_scale: float = 0.05, do_release: bool = True, max_cycles: int = 20,
                  target_params: Optional[int] = None, target_ratio: Optional[float] = None,
                  accuracy_floor: Optional[float] = None, checkpoint_dir: Optional[str] = None,
                  seed: int = 0, ddp_kwargs: Optional[dict] = None, measure_pruned: bool = True,
@@ -610,9 +624,11 @@ class SqueezeRelease:
         s = self.schedule
         if callable(s):
             return float(s(cycle))
-        if isinstance(s, (list, tuple)):
-            return float(s[min(cycle - 1, len(s) - 1)])
-        return float(s)
+        return float(_per_cycle(s, cycle))
+
+    def epochs(self, cycle: int) -> tuple:
+        """``(finetune, train)`` epochs of cycle ``cycle``."""
+        return int(_per_cycle(self.finetune_epochs, cycle)), int(_per_cycle(self.train_epochs, cycle))
 
     def wrap(self, module: nn.Module) -> nn.Module:
         """DDP-wrap ``module`` when torch.distributed is initialised (syncs weights from rank 0)."""
@@ -647,7 +663,8 @@ class SqueezeRelease:
                 "config": {"schedule": self.schedule if isinstance(self.schedule, (int, float, list, tuple))
                            else repr(self.schedule),
                            "criterion": getattr(self.criterion, "__name__", type(self.criterion).__name__),
-                           "finetune_epochs": self.finetune_epochs, "train_epochs": self.train_epochs,
+                           "finetune_epochs": _jsonable(self.finetune_epochs),
+                           "train_epochs": _jsonable(self.train_epochs),
                            "release_scale": self.release_scale, "do_release": self.do_release, "seed": self.seed},
                 "history": [asdict(r) for r in history]}
         tmp = self._history_path() + ".tmp"
@@ -695,6 +712,7 @@ class SqueezeRelease:
     def cycle(self, module: nn.Module, cycle: int, params_unpruned: int, epochs_before: int):
         """Run cycle ``cycle`` on the dense ``module``; returns ``(new module, record)``."""
         t0 = time.perf_counter()
+        finetune_epochs, train_epochs = self.epochs(cycle)
         module.train()
         params_in = deployable_size(module)
         params = self.prunable(module)
@@ -709,7 +727,7 @@ class SqueezeRelease:
         masks = global_prune_masks(scores, frac)
         apply_masks(module, masks)
         if not self.shrink_before_finetune:
-            self._train(module, self.finetune_epochs, {"cycle": cycle, "phase": "finetune"}, masks)
+            self._train(module, finetune_epochs, {"cycle": cycle, "phase": "finetune"}, masks)
         module.eval()
         res = minimize(module, self.example_inputs)
         small = res.module
@@ -726,7 +744,7 @@ class SqueezeRelease:
             # weight sees the same gradient; only the fold of removed constant units into the
             # next bias differs (a fixed fold instead of a trainable dead bias)
             small_masks = {n: p != 0 for n, p in prunable_parameters(small).items()}
-            self._train(small, self.finetune_epochs, {"cycle": cycle, "phase": "finetune"}, small_masks)
+            self._train(small, finetune_epochs, {"cycle": cycle, "phase": "finetune"}, small_masks)
         params_out = deployable_size(small)
         acc_pruned = self._eval(small) if self.measure_pruned else None
         drift = released = None
@@ -738,9 +756,9 @@ class SqueezeRelease:
             with torch.no_grad():
                 out_after = small(*self.example_inputs)
             drift = float((out_after - out_before).norm() / out_before.norm().clamp_min(1e-12))
-            self._train(small, self.train_epochs, {"cycle": cycle, "phase": "train"})
+            self._train(small, train_epochs, {"cycle": cycle, "phase": "train"})
         acc = self._eval(small)
-        epochs = self.finetune_epochs + (self.train_epochs if self.do_release else 0)
+        epochs = finetune_epochs + (train_epochs if self.do_release else 0)
         rec = CycleRecord(cycle=cycle, params=params_out, ratio=params_unpruned / params_out,
                           channels_removed=_channels_removed(res) if params_out < params_in else 0, prune_fraction=frac,
                           accuracy=acc, accuracy_pruned=acc_pruned, release_drift=drift, released=released,

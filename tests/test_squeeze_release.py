@@ -389,3 +389,20 @@ def test_readme_squeeze_release_example_runs(tmp_path, monkeypatch):
     assert result.history[-1].ratio > 2.0, [r.line() for r in result.history]
     assert len(result.history) >= 2 and os.path.exists(os.path.join("runs", "sr", "history.json"))
     assert sr.deployable_size(result.module) == result.history[-1].params
+
+
+def test_per_cycle_epochs_sequence():
+    """finetune_epochs / train_epochs as sequences: cycle k uses item k-1, the last repeating;
+    the records and the training calls follow them."""
+    epochs_seen = []
+
+    def counting_train_fn(model, opt, epochs, info):
+        epochs_seen.append((info["cycle"], info["phase"], epochs))
+        train_fn(model, opt, epochs, info)
+
+    run = sr.SqueezeRelease(_mlp(), (X[:4],), counting_train_fn, eval_fn, optimizer_fn=adam, schedule=0.5,
+                            max_cycles=3, finetune_epochs=[1, 0], train_epochs=[2, 1, 3])
+    assert [run.epochs(k) for k in (1, 2, 3, 4)] == [(1, 2), (0, 1), (0, 3), (0, 3)]
+    res = run.run(resume=False)
+    assert [(r.epochs, r.epochs_total) for r in res.history[1:]] == [(3, 3), (1, 4), (3, 7)]
+    assert epochs_seen == [(1, "finetune", 1), (1, "train", 2), (2, "train", 1), (3, "train", 3)]

@@ -429,7 +429,8 @@ def run_seed(seed: int, args, data) -> dict:
     else:
         schedule = sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule
     cyc = sr.SqueezeRelease(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn, schedule=schedule,
-                            finetune_epochs=args.ft_epochs, train_epochs=args.train_epochs,
+                            finetune_epochs=args.ft_epochs,
+                            train_epochs=args.train_epochs[0] if len(args.train_epochs) == 1 else args.train_epochs,
                             release_scale=args.release_scale, max_cycles=args.max_cycles, accuracy_floor=args.floor,
                             target_ratio=args.target_ratio,
                             checkpoint_dir=os.path.join(args.ckpt_dir, f"cnn_seed{seed}") if args.ckpt_dir else None,
@@ -503,7 +504,8 @@ def main(argv=None) -> None:
     ap.add_argument("--depths", type=int, nargs="+", default=[2, 2])
     ap.add_argument("--dense-epochs", type=int, default=6)
     ap.add_argument("--ft-epochs", type=int, default=1)
-    ap.add_argument("--train-epochs", type=int, default=4)
+    ap.add_argument("--train-epochs", type=int, nargs="+", default=[4],
+                    help="epochs after each release; several values: cycle k uses the k-th (the last repeating)")
     ap.add_argument("--schedule", type=float, default=0.9)
     ap.add_argument("--shrink", type=float, default=None,
                     help="size-targeted schedule: each cycle keeps about this share of the deployable size "
