@@ -57,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reproduce_fc import plot, run_seeds, summarize  # noqa: E402
+from reproduce_fc import cycle_tables, plot, run_seeds, summarize  # noqa: E402
 
 from fxminimize import squeeze_release as sr  # noqa: E402
 from fxminimize.data import TensorLoader, load_fashion_mnist  # noqa: E402
@@ -565,6 +565,8 @@ def main(argv=None) -> None:
             res = json.load(f)
         for drop in (0.01, 0.02):
             print(summarize(res, drop, at_ratio=14.8) + "\n")
+        depths = res["args"]["depths"]
+        print(cycle_tables(res, lambda shapes: "dims {dims}, MLP {hidden}".format(**family_config(shapes, depths))))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.plot_only:

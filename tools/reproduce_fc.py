@@ -341,10 +341,16 @@ def summarize(results: dict, drop: float = 0.01, at_ratio: Optional[float] = Non
     return "\n".join([head, sep] + rows + [mean])
 
 
-def cycle_tables(results: dict) -> str:
-    """Markdown, per seed: every Squeeze-Release cycle (size, ratio, shape, accuracy after
-    release and training, accuracy of the squeezed model before release, ONNX bytes, the
-    same-shape scratch network) and the single-pass runs."""
+def fc_shape(shapes: dict) -> str:
+    """``pixels-h1-h2-10`` of a minimized LeNet from its weight shapes."""
+    return f"{shapes['fc1.weight'][1]}-{shapes['fc1.weight'][0]}-{shapes['fc2.weight'][0]}-10" if "fc1.weight" in shapes else ""
+
+
+def cycle_tables(results: dict, shape_of: Callable[[dict], str] = fc_shape) -> str:
+    """Markdown, per seed: every Squeeze-Release cycle (size, ratio, shape — ``shape_of`` of the
+    weight shapes —, accuracy after release and training, accuracy of the squeezed model before
+    release, ONNX bytes, the same-shape scratch network with its epochs) and the single-pass
+    runs (with their shapes when recorded)."""
     out = []
     for run in results["runs"]:
         d = run["dense"]
@@ -357,19 +363,19 @@ def cycle_tables(results: dict) -> str:
         out.append("|---|---|---|---|---|---|---|---|")
         scratch = {r["cycle"]: r for r in run["scratch"]}
         for r in run["squeeze_release"]["history"]:
-            sh = r["shapes"]
-            shape = f"{sh['fc1.weight'][1]}-{sh['fc1.weight'][0]}-{sh['fc2.weight'][0]}-10" if "fc1.weight" in sh else ""
+            shape = shape_of(r["shapes"])
             sc = scratch.get(r["cycle"])
             pruned = f"{100 * r['accuracy_pruned']:.2f} %" if r.get("accuracy_pruned") is not None else ""
             ob = f"{r['onnx_bytes']:,}" if r.get("onnx_bytes") else ""
-            sct = f"{100 * sc['accuracy']:.2f} % ({sc['params']:,})" if sc else ""
+            sct = f"{100 * sc['accuracy']:.2f} % ({sc['params']:,}, {sc['epochs']} ep)" if sc else ""
             out.append(f"| {r['cycle']} | {r['params']:,} | {r['ratio']:.2f}x | {shape} | {100 * r['accuracy']:.2f} % "
                        f"| {pruned} | {ob} | {sct} |")
-        out.append("\n| single pass: target ratio | sparsity | deployable params | ratio | accuracy | epochs |")
-        out.append("|---|---|---|---|---|---|")
+        out.append("\n| single pass: target ratio | sparsity | deployable params | ratio | shape | accuracy | epochs |")
+        out.append("|---|---|---|---|---|---|---|")
         for r in sorted(run["single_pass"], key=lambda r: r["ratio"]):
+            shape = shape_of(r["shapes"]) if r.get("shapes") else ""
             out.append(f"| {r.get('target_ratio') or ''} | {r['sparsity']:.5f} | {r['params']:,} | {r['ratio']:.2f}x "
-                       f"| {100 * r['accuracy']:.2f} % | {r['epochs_total']} |")
+                       f"| {shape} | {100 * r['accuracy']:.2f} % | {r['epochs_total']} |")
         out.append("")
     return "\n".join(out)
 
