@@ -564,10 +564,6 @@ class ShrinkTarget:
 
 
 # --------------------------------------------------------------------------- the cycle
-def _jsonable(value):
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
 def _per_cycle(value, cycle: int):
     """``value`` itself, or item ``cycle``-1 of a sequence (the last repeating)."""
     if isinstance(value, (list, tuple)):
@@ -597,7 +593,8 @@ class SqueezeRelease:
                  *, optimizer_fn: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
                  schedule: Union[float, Sequence[float], Callable[[int], float]] = 0.8,
                  criterion: Criterion = magnitude_scores, finetune_epochs: Union[int, Sequence[int]] = 1,
-                 train_epochs: Union[int, Sequence[int]] = 1, release_scale: float = 0.05, do_release: bool = True, max_cycles: int = 20,
+                 train_epochs: Union[int, Sequence[int]] = 1, release_scale: float = 0.05, do_release: bool = True,
+                 max_cycles: int = 20,
                  target_params: Optional[int] = None, target_ratio: Optional[float] = None,
                  accuracy_floor: Optional[float] = None, checkpoint_dir: Optional[str] = None,
                  seed: int = 0, ddp_kwargs: Optional[dict] = None, measure_pruned: bool = True,
@@ -663,8 +660,7 @@ class SqueezeRelease:
                 "config": {"schedule": self.schedule if isinstance(self.schedule, (int, float, list, tuple))
                            else repr(self.schedule),
                            "criterion": getattr(self.criterion, "__name__", type(self.criterion).__name__),
-                           "finetune_epochs": _jsonable(self.finetune_epochs),
-                           "train_epochs": _jsonable(self.train_epochs),
+                           "finetune_epochs": self.finetune_epochs, "train_epochs": self.train_epochs,
                            "release_scale": self.release_scale, "do_release": self.do_release, "seed": self.seed},
                 "history": [asdict(r) for r in history]}
         tmp = self._history_path() + ".tmp"
