@@ -541,9 +541,13 @@ class LayerNormRule(_Channelwise):
 
     kind = "layernorm"
 
+    def norm_dim(self, n) -> Optional[int]:
+        """The normalised dim when it is the single channel dim, else None."""
+        return _nd(n) - 1 if len(bind(n)["normalized_shape"]) == 1 else None
+
     def out_axis(self, a, n, ax):
         p = bind(n)
-        if len(p["normalized_shape"]) != 1 or ax != _nd(n) - 1:
+        if ax != self.norm_dim(n):
             a.hint_barrier(n, "layer_norm over more than the channel dim")
             return None
         for t in (p["weight"], p["bias"]):
@@ -555,6 +559,10 @@ class LayerNormRule(_Channelwise):
     def declare(self, a, n, inp):
         return -1 if inp is n.args[0] else None
 
+    def full(self, p, v, w, b):
+        """The op on one row of constant inputs ``v`` (float64 tensors, channels last)."""
+        return F.layer_norm(v[None], (len(v),), w, b, float(p["eps"]))[0]
+
     def value(self, a, n):
         p = bind(n)
         C = a.size[n]
@@ -564,8 +572,7 @@ class LayerNormRule(_Channelwise):
         w = np.ones(C) if w is None else w.detach().double().numpy()
         b = np.zeros(C) if b is None else b.detach().double().numpy()
         if m.all():  # every channel constant: the whole output is constant
-            y = F.layer_norm(torch.from_numpy(v.copy())[None], (C,), torch.from_numpy(w), torch.from_numpy(b),
-                             float(p["eps"]))[0].numpy()
+            y = self.full(p, torch.from_numpy(v.copy()), torch.from_numpy(w), torch.from_numpy(b)).numpy()
             a.set_value(n, np.ones(C, bool), y)
             return
         a.set_value(n, w == 0, b)
@@ -592,36 +599,14 @@ class CompensatedLayerNormRule(LayerNormRule):
     are those of LayerNorm: output c is CONST(β_c) where γ_c = 0; a LIVE input is always needed.
     """
 
-    def _dim(self, n) -> int:
+    def norm_dim(self, n) -> Optional[int]:
         return int(bind(n)["dim"]) % _nd(n)
 
-    def out_axis(self, a, n, ax):
-        if ax != self._dim(n):
-            a.hint_barrier(n, "channels are not on the normalised dim")
-            return None
-        for t in (bind(n)["weight"], bind(n)["bias"]):
-            if t is not None and a.tensor(t) is None:
-                a.hint_barrier(n, "layer_norm weight or bias is not a constant tensor")
-                return None
-        return ax
-
     def declare(self, a, n, inp):
-        return self._dim(n) if inp is n.args[0] else None
+        return self.norm_dim(n) if inp is n.args[0] else None
 
-    def value(self, a, n):
-        p = bind(n)
-        m, v = a.const_of(self.src(n))
-        C = a.size[n]
-        w = a.tensor(p["weight"])
-        b = a.tensor(p["bias"])
-        w = np.ones(C) if w is None else w.detach().double().numpy()
-        b = np.zeros(C) if b is None else b.detach().double().numpy()
-        if m.all():  # every present channel constant: the whole output is constant
-            y = compensated_layer_norm(torch.from_numpy(v.copy())[None], p["count"], p["s1"], p["s2"],
-                                       torch.from_numpy(w), torch.from_numpy(b), float(p["eps"]))[0].numpy()
-            a.set_value(n, np.ones(C, bool), y)
-            return
-        a.set_value(n, w == 0, b)
+    def full(self, p, v, w, b):
+        return compensated_layer_norm(v[None], p["count"], p["s1"], p["s2"], w, b, float(p["eps"]))[0]
 
 
 register(COMPENSATED_LAYER_NORM)(CompensatedLayerNormRule)
