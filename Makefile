@@ -14,14 +14,14 @@ STAMP  := $(VENV)/.torch-2.13.0.stamp
 # local CPU wheel and never resolves a torch from the index itself.
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install torch==2.13.0
+	$(BIN)/python -m pip install torch==2.13.0
 	touch $(STAMP)
 
 # The project itself is cheap: reinstall it (non-editable) every time; drop
 # setuptools' build/ first so files deleted from the tree are not reinstalled.
 venv: $(STAMP)
 	rm -rf build
-	$(BIN)/pip install ".[test]"
+	$(BIN)/python -m pip install ".[test]"
 
 demo: venv
 	$(BIN)/fxminimize demo
