@@ -1,32 +1,13 @@
-"""Rewrite passes of fxminimize; installed as ``fxminimize.passes``.
+"""fxminimize's op rules and rewrite passes; installed as ``fxminimize.passes``.
 
-Each pass is a function ``run(gm, plan) -> PassResult`` in its own module. A pass reads the
-immutable :class:`fxminimize.analysis.Plan` and edits the working GraphModule: it slices
-constant tensors, folds constants into biases, or fixes size arguments. A pass replaces the
-tensors it shrinks (never mutates them) and each constant is read only by the pass of its
-consumer, so the passes are independent of each other's order.
-:data:`PIPELINE` lists them in the order :func:`fxminimize.rewrite.rewrite` runs them.
+- :mod:`.rule`, :mod:`.registry`: the rule interface and the aten-keyed table.
+- :mod:`.ops`: one module per op family (rule + rewrite + math).
+- :mod:`.infra`, :mod:`.infra_pass`: the rewrite context and pass contracts.
+- :mod:`.gather`, :mod:`.restore`, :mod:`.tie`, :mod:`.cleanup`: graph-level passes.
+- :mod:`.pipeline`: :func:`run_pipeline`, the passes in their declared order.
 """
-from .base import PassResult
-from . import (linear, conv, batchnorm, channel_params, concat, reshape, split, input_gather, embedding,
-               attention, layernorm, reduce, output_restore, tie, cleanup)
+from . import ops  # noqa: F401  (registers the built-in rules)
+from .registry import BARRIER, IGNORE, lookup, register, register_many, table
+from .rule import Barrier, Ignore, Rule
 
-PIPELINE = (
-    linear.run,
-    conv.run,
-    batchnorm.run,
-    channel_params.run,
-    concat.run,
-    reshape.run,
-    split.run,
-    input_gather.run,
-    output_restore.run,
-    embedding.run,
-    attention.run,
-    layernorm.run,
-    reduce.run,
-    tie.run,
-    cleanup.run,
-)
-
-__all__ = ["PassResult", "PIPELINE"]
+__all__ = ["Rule", "Barrier", "Ignore", "register", "register_many", "lookup", "table", "BARRIER", "IGNORE"]

@@ -99,16 +99,16 @@ def test_mask_dict_and_torch_prune_agree():
 
 def test_verification_refuses_wrong_result(monkeypatch):
     """If a pass produced a wrong model, minimize() must refuse it (forced fault)."""
-    import fxminimize.passes.linear as lin
-    orig_run = lin.run
+    from fxminimize.passes.ops.linear import LinearRule
+    orig = LinearRule.rewrite
 
-    def broken(gm, plan):
-        res = orig_run(gm, plan)
-        gm.fc3.bias = nn.Parameter(gm.fc3.bias.detach() + 1.0)  # a wrong rewrite
-        return res
+    def broken(self, ctx, n):
+        changed = orig(self, ctx, n)
+        if n.name == "linear_2":
+            ctx.gm.fc3.bias = nn.Parameter(ctx.gm.fc3.bias.detach() + 1.0)  # a wrong rewrite
+        return changed
 
-    monkeypatch.setattr("fxminimize.passes.PIPELINE", (broken,) + tuple(
-        p for p in __import__("fxminimize.passes", fromlist=["PIPELINE"]).PIPELINE if p is not orig_run))
+    monkeypatch.setattr(LinearRule, "rewrite", broken)
     m = ZOO["lenet_300_100"][0]()
     before = state(m)
     with pytest.raises(MinimizationError, match="does not match the original"):

@@ -1,16 +1,13 @@
 """The analysis does work linear in depth (issue 7, part 3), checked by counting, not timing.
 
-The use fixpoint logs ``use analysis converged in R rounds, C rule calls`` at DEBUG on the
-``fxminimize.analysis`` logger. On a deep MLP the number of rounds grows with depth (kept
+The plan counts the use fixpoint's rounds R and rule calls C (``Plan.fixpoint_rounds``,
+``Plan.rule_calls``). On a deep MLP the number of rounds grows with depth (kept
 channels cross one contraction per round), so a fixpoint that reran every rule each round
 would make R × nodes calls, quadratic in depth. These tests assert that C grows linearly:
 C(4d) ≤ 4.5 · C(d), and C stays within a small constant per graph node. No wall clock is
 read, so the tests are not flaky on a loaded machine (tools/bench_pass.py has the timings).
 """
 from __future__ import annotations
-
-import logging
-import re
 
 import pytest
 import torch
@@ -21,32 +18,12 @@ from fxminimize.capture import capture
 from fxminimize.rewrite import rewrite
 
 
-class _Grab(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.found = None
-
-    def emit(self, record):
-        m = re.search(r"converged in (\d+) rounds, (\d+) rule calls", record.getMessage())
-        if m:
-            self.found = (int(m.group(1)), int(m.group(2)))
-
-
 def counted_analysis(gm):
-    """(plan, rounds, rule calls, call_function nodes) for one analysis of ``gm``."""
-    grab = _Grab()
-    log = logging.getLogger("fxminimize.analysis")
-    old = log.level
-    log.addHandler(grab)
-    log.setLevel(logging.DEBUG)
-    try:
-        plan = ChannelAnalysis(gm).run()
-    finally:
-        log.removeHandler(grab)
-        log.setLevel(old)
-    assert grab.found is not None, "the analysis no longer logs its rule-call count"
+    """(plan, rounds, rule calls, call_function nodes) for one analysis of ``gm``, read from the
+    plan's own counters (``Plan.fixpoint_rounds``, ``Plan.rule_calls``)."""
+    plan = ChannelAnalysis(gm).run()
     nodes = sum(1 for n in gm.graph.nodes if n.op == "call_function")
-    return plan, grab.found[0], grab.found[1], nodes
+    return plan, plan.fixpoint_rounds, plan.rule_calls, nodes
 
 
 def deep_mlp(depth: int, width: int = 16) -> nn.Module:

@@ -1,4 +1,6 @@
-"""Attention: exact removal of heads, q/k dims and v dims around ``scaled_dot_product_attention``.
+"""Attention, part 1: matching the region around sdpa (the rule and rewrite: :mod:`.attention`).
+
+Attention: exact removal of heads, q/k dims and v dims around ``scaled_dot_product_attention``.
 
 A *region* is everything between the three projection outputs q_src, k_src, v_src (tensors
 (B, T, H·D) with the channel on the last dim, e.g. Linear outputs) and o_in, the (B, T, Hq·Dv)
@@ -34,15 +36,14 @@ unknown interior ops) leaves the region unmatched: sdpa is then a barrier.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.fx as fx
 
-from ..ir import bind, shape, static_int
-from .base import Rule
+from fxminimize.ir import bind, shape, static_int
 
 aten = torch.ops.aten
 
@@ -53,22 +54,25 @@ _VIEW = {aten.view.default, aten.reshape.default, aten._unsafe_view.default}
 _BIG = 2 ** 62
 
 
-@dataclass
+@dataclass(frozen=True)
 class Region:
-    """One matched attention region (node names; the rewrite looks them up)."""
+    """One matched attention region (node names; the rewrite looks them up). Immutable."""
 
     sdpa: str
     o_in: str
-    src: dict  # stream ("q", "k", "v") -> source node name
+    src: tuple  # ((stream "q"/"k"/"v", source node name), ...)
     Hq: int
     Hkv: int
     D: int
     Dv: int
     rope: bool
     scale: Optional[float]
-    views: list = field(default_factory=list)     # (node, {out dim: ("H"|"G"|"D"|"V"|"HV")})
-    slices: list = field(default_factory=list)    # (node, "lo" | "hi")
-    posops: list = field(default_factory=list)    # (mul node, operand index, operand dim of D)
+    views: tuple = ()     # (node, ((out dim, "H"|"G"|"GR"|"D"|"V"|"HV"), ...))
+    slices: tuple = ()    # (node, "lo" | "hi")
+    posops: tuple = ()    # (mul node, operand index, operand dim of D)
+
+    def source(self, stream: str) -> str:
+        return dict(self.src)[stream]
 
     @property
     def rep(self) -> int:
@@ -112,8 +116,8 @@ def _int(v) -> int:
 
 
 class _Matcher:
-    def __init__(self, a, sdpa: fx.Node):
-        self.a, self.sdpa = a, sdpa
+    def __init__(self, cx, sdpa: fx.Node):
+        self.cx, self.sdpa = cx, sdpa
         self.forms: dict = {}
         self.claimed: list = []
         self.views, self.slices, self.posops = [], [], []
@@ -139,7 +143,7 @@ class _Matcher:
         t = n.target
         x = n.args[0] if n.args else None
         if t in _VIEW and isinstance(x, fx.Node) and x not in self.forms and len(shape(x)) == 3 \
-                and self.a.axis_of(x) == 2 and len(shape(n)) == 4:
+                and self.cx.axis_of(x) == 2 and len(shape(n)) == 4:
             N = _int(shape(x)[2])
             H, D = _int(shape(n)[2]), _int(shape(n)[3])
             if H * D != N or stream in self.src:
@@ -249,13 +253,13 @@ class _Matcher:
             seen.add(m)
             if m in self.forms:
                 return True
-            if m.op != "call_function" or (self.a.axis_of(m) == 2 and len(shape(m)) == 3):
+            if m.op != "call_function" or (self.cx.axis_of(m) == 2 and len(shape(m)) == 3):
                 continue
             if m.target in _VIEW and m.args and isinstance(m.args[0], fx.Node) \
-                    and self.a.axis_of(m.args[0]) == 2 and len(shape(m)) == 4:
+                    and self.cx.axis_of(m.args[0]) == 2 and len(shape(m)) == 4:
                 return True
             todo.extend(x for x in m.args if isinstance(x, fx.Node))
-            todo.extend(x for a in m.args if isinstance(a, (list, tuple)) for x in a if isinstance(x, fx.Node))
+            todo.extend(x for aa in m.args if isinstance(aa, (list, tuple)) for x in aa if isinstance(x, fx.Node))
         return False
 
     def sdpa_args(self) -> dict:
@@ -333,11 +337,11 @@ class _Matcher:
         scale = p["scale"] if p["scale"] is not None else 1.0 / math.sqrt(D)
         if self.sdpa.target is not SDPA:
             scale = None  # hand-written: the graph holds its own scale
-        return Region(self.sdpa.name, o_in.name, {k: v.name for k, v in self.src.items()}, Hq, Hkv, D, Dv,
-                      self.rope, scale,
-                      [(m.name, dims) for m, dims in self.views],
-                      [(m.name, h) for m, h in self.slices],
-                      [(m.name, i, k) for m, i, k in self.posops])
+        return Region(self.sdpa.name, o_in.name, tuple(sorted((k, v.name) for k, v in self.src.items())),
+                      Hq, Hkv, D, Dv, self.rope, scale,
+                      tuple((m.name, tuple(sorted(dims.items()))) for m, dims in self.views),
+                      tuple((m.name, h) for m, h in self.slices),
+                      tuple((m.name, i, k) for m, i, k in self.posops))
 
 
 def is_candidate(n: fx.Node) -> bool:
@@ -348,91 +352,14 @@ def is_candidate(n: fx.Node) -> bool:
             and n.args[0].target in (aten.softmax.int, aten._softmax.default) and len(shape(n)) == 4)
 
 
-def match(a, sdpa: fx.Node) -> Optional[tuple[Region, list, fx.Node]]:
+def match(cx, sdpa: fx.Node) -> Optional[tuple[Region, list, fx.Node]]:
     """Match the region around ``sdpa``: (region, claimed nodes, o_in) or None (with a hint)."""
-    m = _Matcher(a, sdpa)
+    m = _Matcher(cx, sdpa)
     try:
         region = m.run()
     except _NoMatch as exc:
-        a.hint_barrier(sdpa, f"attention not matched: {exc}")
+        cx.hint(sdpa, f"attention not matched: {exc}")
         return None
     return region, list(m.claimed), m.o_in
 
 
-class Interior(Rule):
-    """A node inside a matched attention region: no channel space; the region decides."""
-
-    kind = "attention"
-
-    def require(self, a, n, kept):
-        return None
-
-
-class AttentionOut(Rule):
-    """o_in, the merged attention output: the region's channel space (see module docstring)."""
-
-    kind = "attention_out"
-
-    def __init__(self, region: Region, nodes: dict, operands: list):
-        self.region = region
-        self.q, self.k, self.v = nodes["q"], nodes["k"], nodes["v"]
-        self.operands = operands  # cos/sin and other per-dim operands: read whole
-
-    def axis(self, a, n):
-        return 2
-
-    def kept_deps(self, a, n):
-        return (self.q, self.k, self.v)
-
-    def value(self, a, n):
-        r = self.region
-        m, v = a.const_of(self.v)
-        m = m.reshape(r.Hkv, r.Dv)
-        v = v.reshape(r.Hkv, r.Dv)
-        g = np.arange(r.Hq) // r.rep
-        a.set_value(n, m[g].reshape(-1), v[g].reshape(-1))
-
-    def require(self, a, n, kept):
-        r = self.region
-        g_of = np.arange(r.Hq) // r.rep
-        sl = lambda x: a.sl(x)  # noqa: E731
-        Ko = a.kept_now[sl(n)].reshape(r.Hq, r.Dv) if kept is None else kept.reshape(r.Hq, r.Dv)
-        Kq = a.kept_now[sl(self.q)].reshape(r.Hq, r.D)
-        Kk = a.kept_now[sl(self.k)].reshape(r.Hkv, r.D)
-        Kv = a.kept_now[sl(self.v)].reshape(r.Hkv, r.Dv)
-        for x in self.operands:
-            a.need(x, None, n)
-        groups = np.zeros(r.Hkv, bool)
-        groups[g_of[Ko.any(1) | Kq.any(1)]] = True
-        groups |= Kk.any(1) | Kv.any(1)
-        if not groups.any():
-            return
-        heads = groups[g_of]
-        E = Ko[heads].any(0) | Kv[groups].any(0)
-        if not E.any():
-            E[0] = True
-        qm, qv = a.const_of(self.q)
-        km, kv = a.const_of(self.k)
-        qzero = (qm & (qv == 0)).reshape(r.Hq, r.D)
-        kgone = (km & (kv == 0)) if r.rope else km
-        kgone = kgone.reshape(r.Hkv, r.D)[g_of]
-        need = ~qzero & ~kgone
-        if r.rope:
-            h = r.D // 2
-            pair = need[:, :h] | need[:, h:]
-            need = np.concatenate([pair, pair], 1)
-        S = need[heads].any(0) | Kq[heads].any(0) | Kk[groups].any(0)
-        if r.rope:
-            h = r.D // 2
-            S = np.concatenate([S[:h] | S[h:]] * 2)
-        if not S.any():
-            S[0] = True
-            if r.rope:
-                S[r.D // 2] = True
-        a.need(self.q, np.outer(heads, S).reshape(-1), n)
-        a.need(self.k, np.outer(groups, S).reshape(-1), n)
-        a.need(self.v, np.outer(groups, E).reshape(-1), n)
-        a.need(n, np.outer(heads, E).reshape(-1), n)
-
-
-INTERIOR = Interior()

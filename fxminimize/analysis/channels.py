@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Optional
+from typing import Optional
 
 import networkx as nx
 import numpy as np
@@ -44,89 +43,14 @@ from scipy.sparse.csgraph import connected_components
 import torch
 import torch.fx as fx
 
-from . import rules
-from .rules import attention
-from .ir import describe, fake, is_tensor, module_path, shape, static_int, tensor_inputs
+from fxminimize import passes as rules
+from fxminimize.passes.ops import attention
+from fxminimize.passes.restore import OUTPUT
+from ..ir import is_tensor, module_path, shape, static_int, tensor_inputs
+from .context import RuleContext
+from .plan import BarrierInfo, GroupInfo, Plan, _frozen
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BarrierInfo:
-    node: str
-    op: str
-    module: str
-    reason: str
-    channels_kept: int
-
-
-@dataclass(frozen=True)
-class GroupInfo:
-    """A connected component of the space graph."""
-
-    index: int
-    spaces: tuple[str, ...]
-    units: int
-    units_removed: int
-    elements: int
-    elements_removed: int
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The immutable result of the analysis. Passes only read it.
-
-    For every tracked node name: ``axis`` (the channel dimension), ``size`` (channels before),
-    ``keep`` (sorted int64 indices of the channels kept), ``const_mask``/``const_val`` (the value
-    lattice per channel) and ``native`` (False for *source* spaces, whose removal needs a gather).
-    ``kind`` maps every call_function node to its rule's kind.
-    ``required_by`` gives, per channel, the index into ``node_names`` of the consumer that first
-    required it (-1: not required directly; it is then kept, if at all, because a coupled channel
-    of its unit was required). This is the provenance behind "why was this channel kept?".
-    """
-
-    axis: Mapping[str, int]
-    size: Mapping[str, int]
-    keep: Mapping[str, np.ndarray]
-    const_mask: Mapping[str, np.ndarray]
-    const_val: Mapping[str, np.ndarray]
-    native: Mapping[str, bool]
-    kind: Mapping[str, str]
-    barriers: tuple[BarrierInfo, ...]
-    groups: tuple[GroupInfo, ...]
-    space_graph: nx.Graph
-    unit_of: Mapping[str, np.ndarray]
-    required_by: Mapping[str, np.ndarray] = field(default_factory=dict)
-    node_names: tuple[str, ...] = ()
-    regions: Mapping[str, object] = field(default_factory=dict)
-    timings: Mapping[str, float] = field(default_factory=dict)
-
-    def tracked(self, name: str) -> bool:
-        return name in self.axis
-
-    def kept(self, node) -> Optional[np.ndarray]:
-        """Kept channel indices of a node, or None when it is untracked."""
-        return self.keep.get(getattr(node, "name", node))
-
-    def shrinks(self, node) -> bool:
-        """True when the node loses at least one channel."""
-        name = getattr(node, "name", node)
-        return name in self.keep and len(self.keep[name]) < self.size[name]
-
-    def removed(self, node) -> np.ndarray:
-        name = getattr(node, "name", node)
-        mask = np.ones(self.size[name], dtype=bool)
-        mask[self.keep[name]] = False
-        return np.nonzero(mask)[0]
-
-    @property
-    def anything_removed(self) -> bool:
-        return any(len(self.keep[k]) < self.size[k] for k in self.keep)
-
-
-def _frozen(arr: np.ndarray) -> np.ndarray:
-    arr.setflags(write=False)
-    return arr
 
 
 class ChannelAnalysis:
@@ -147,7 +71,6 @@ class ChannelAnalysis:
         self.native: dict[fx.Node, bool] = {}
         self.off: dict[fx.Node, int] = {}
         self.size: dict[fx.Node, int] = {}
-        self.cache: dict = {}
         self._barriers: dict[fx.Node, str] = {}
         self._barrier_hint: dict[fx.Node, str] = {}
         self._ea: list[np.ndarray] = []
@@ -158,6 +81,9 @@ class ChannelAnalysis:
         self.claimed: dict[fx.Node, rules.Rule] = {}
         self.regions: dict[str, attention.Region] = {}
         self.kept_now = np.zeros(0, dtype=bool)
+        self.memo: dict = {}
+        self.rule_calls = 0
+        self.cx = RuleContext(self)
 
     # ----------------------------------------------------------------- helpers for rules
     def rule(self, n: fx.Node) -> rules.Rule:
@@ -166,7 +92,7 @@ class ChannelAnalysis:
         if n.op == "call_function":
             return rules.lookup(n.target)
         if n.op == "output":
-            return _OUTPUT
+            return OUTPUT
         if n.op == "call_module":
             return rules.BARRIER
         return rules.IGNORE
@@ -237,15 +163,17 @@ class ChannelAnalysis:
         self._allocate()
         for n in self.nodes:
             if n in self.off and self.native.get(n):
-                self.rule(n).couple(self, n)
+                self.rule(n).couple(self.cx, n)
         self._tie()
         for n in self.nodes:
             if n in self.off and self.native.get(n):
-                self.rule(n).value(self, n)
+                self.rule(n).value(self.cx, n)
         self._units()
         self._require()
         plan = self._plan()
         object.__setattr__(plan, "timings", MappingProxyType({"analysis": time.perf_counter() - t0}))
+        object.__setattr__(plan, "rule_calls", self.rule_calls)
+        object.__setattr__(plan, "fixpoint_rounds", self.rounds)
         return plan
 
     def _axes(self) -> None:
@@ -253,7 +181,7 @@ class ChannelAnalysis:
             if n.op == "call_function" and n not in self.claimed and attention.is_candidate(n):
                 self._claim_attention(n)
             if n.op == "call_function" and is_tensor(n):
-                ax = self.rule(n).axis(self, n)
+                ax = self.rule(n).axis(self.cx, n)
                 if ax is not None:
                     self.ax[n] = ax % len(shape(n)) if len(shape(n)) else ax
                     self.native[n] = True
@@ -261,7 +189,7 @@ class ChannelAnalysis:
                 declared = set()
                 for u in n.users:
                     if u.op == "call_function":
-                        d = self.rule(u).declare(self, u, n)
+                        d = self.rule(u).declare(self.cx, u, n)
                         if d is not None:
                             declared.add(d % len(shape(n)))
                 if len(declared) == 1:
@@ -269,21 +197,17 @@ class ChannelAnalysis:
                     self.native[n] = False
 
     def _claim_attention(self, sdpa: fx.Node) -> None:
-        """Match the attention region around ``sdpa``; its interior nodes lose their spaces and
-        the merged output gets the region's rule (:mod:`fxminimize.rules.attention`)."""
-        res = attention.match(self, sdpa)
+        """Match the attention region around ``sdpa``: its interior nodes lose their spaces and
+        the merged output gets the region's rule (:mod:`fxminimize.passes.ops.attention`)."""
+        res = attention.claim(self.cx, sdpa)
         if res is None:
             return
-        region, claimed, o_in = res
-        if "by_name" not in self.cache:
-            self.cache["by_name"] = {n.name: n for n in self.nodes}
-        by_name = self.cache["by_name"]
+        region, claimed, o_in, out_rule = res
         for c in claimed:
             self.claimed[c] = attention.INTERIOR
             self.ax.pop(c, None)
             self.native.pop(c, None)
-        operands = [by_name[m].args[i] for m, i, _ in region.posops]
-        self.claimed[o_in] = attention.AttentionOut(region, {k: by_name[v] for k, v in region.src.items()}, operands)
+        self.claimed[o_in] = out_rule
         self.regions[o_in.name] = region
 
     def _allocate(self) -> None:
@@ -311,7 +235,7 @@ class ChannelAnalysis:
         by_dim: dict = {}
         for n in self.nodes:
             if n.op == "call_function" and (n in self.off or any(x in self.off for x in tensor_inputs(n))):
-                for w, d, space in self.rule(n).weight_axes(self, n):
+                for w, d, space in self.rule(n).weight_axes(self.cx, n):
                     if isinstance(w, fx.Node) and len(w.users) > 1:
                         by_dim.setdefault((w, d), []).append(space)
         self.pinned: list = []
@@ -345,7 +269,7 @@ class ChannelAnalysis:
         nonempty = np.array([self.size[n] > 0 for n in spaced], dtype=bool)
         watchers: dict = {}
         for n in order:
-            for d in self.rule(n).kept_deps(self, n):
+            for d in self.rule(n).kept_deps(self.cx, n):
                 watchers.setdefault(d, []).append(n)
         prev = None
         rounds = calls = 0
@@ -373,11 +297,12 @@ class ChannelAnalysis:
                 todo = [n for n in order if n in dirty]
             for n in todo:
                 calls += 1
+                self.rule_calls += 1
                 r = self.rule(n)
                 if n.op == "call_function" and n in self.off and not self.native.get(n):
-                    r.require(self, n, None)  # a source space: its producer computes it whole
+                    r.require(self.cx, n, None)  # a source space: its producer computes it whole
                 else:
-                    r.require(self, n, kept[self.sl(n)] if (n in self.off and self.native.get(n)) else None)
+                    r.require(self.cx, n, kept[self.sl(n)] if (n in self.off and self.native.get(n)) else None)
             prev = kept
             if int(self.req.sum()) == before:
                 # no tensor loses every channel: zero-width tensors break convs, views and
@@ -392,6 +317,7 @@ class ChannelAnalysis:
                     break
         self.kept_units = unit_kept
         self.kept_el = kept
+        self.rounds = rounds
         log.debug("use analysis converged in %d rounds, %d rule calls", rounds, calls)
 
     def _plan(self) -> Plan:
@@ -407,6 +333,7 @@ class ChannelAnalysis:
             unit_of[n.name] = _frozen(self.unit[s].copy())
             why[n.name] = _frozen(self.why[s].copy())
         kind = {n.name: self.rule(n).kind for n in self.nodes if n.op == "call_function"}
+        rules_of = {n.name: self.rule(n) for n in self.nodes if n.op == "call_function"}
         barriers = []
         for n, reason in self._barriers.items():
             kept = sum(self.size[x] for x in tensor_inputs(n) if x in self.size)
@@ -424,26 +351,12 @@ class ChannelAnalysis:
                                     int((~self.kept_el[els]).sum())))
         return Plan(MappingProxyType(axis), MappingProxyType(size), MappingProxyType(keep),
                     MappingProxyType(cm), MappingProxyType(cv), MappingProxyType(native),
-                    MappingProxyType(kind), tuple(barriers), tuple(groups), self.space_graph.copy(),
+                    MappingProxyType(kind), MappingProxyType(rules_of), tuple(barriers), tuple(groups),
+                    nx.freeze(self.space_graph.copy()),
                     MappingProxyType(unit_of), MappingProxyType(why),
                     tuple(n.name for n in self.nodes), MappingProxyType(dict(self.regions)))
 
 
-class _OutputRule(rules.Rule):
-    """Model outputs are used, except channels that are CONST: the rewrite recomputes those
-    (``passes/output_restore``), so the model's interface keeps its full width."""
-
-    kind = "output"
-
-    def require(self, a, n, kept):
-        for x in tensor_inputs(n):
-            if x in a.off and a.native.get(x):
-                a.need(x, ~a.const_of(x)[0], n)
-            else:
-                a.need(x, None, n)
-
-
-_OUTPUT = _OutputRule()
 
 
 def analyze(gm: fx.GraphModule) -> Plan:

@@ -1,0 +1,82 @@
+"""Linear: y = x Wᵀ + b, channels on the last dim of x and y; and ``addmm(b, x, W) = b + x W``
+with W stored (in, out) (GPT-2's Conv1D and torch.compile's decomposed Linear).
+
+Analysis: the contraction math of :class:`~fxminimize.passes.ops.contraction.Contraction`.
+Rewrite: kept output rows R and kept input columns K give W' = W[R][:, K]. Every removed
+input column i is either never read by a kept row (W[R, i] = 0) or CONST(v_i), folded exactly
+into the bias: b'_R = b_R + W[R][:, removed] · v_removed (a bias is created when there was none
+and the fold is nonzero).
+"""
+from __future__ import annotations
+
+import torch
+
+from fxminimize.ir import bind
+from ..infra import add_fold, fold_vector
+from ..registry import register
+from .common import _nonzero
+from .contraction import Contraction
+
+aten = torch.ops.aten
+
+
+@register(aten.linear.default)
+class LinearRule(Contraction):
+    kind = "linear"
+    in_axis = -1
+    transposed = False
+
+    def params(self, n):
+        p = bind(n)
+        return p["input"], p["weight"], p["bias"]
+
+    def weight(self, cx, n) -> torch.Tensor:
+        """W as (out, in), whatever the storage order."""
+        w = cx.tensor(self.params(n)[1]).detach()
+        return w.t() if self.transposed else w
+
+    def build(self, cx, n):
+        b = self.params(n)[2]
+        bias = cx.tensor(b).detach().double() if b is not None else None
+        return _nonzero(self.weight(cx, n)), bias, False
+
+    def kernel_sums(self, cx, n, cols):
+        W = self.weight(cx, n)
+        return W[:, torch.from_numpy(cols).to(W.device)].double().cpu().numpy()
+
+    def rewrite(self, ctx, n) -> bool:
+        plan = ctx.plan
+        x, w, b = self.params(n)
+        if not plan.tracked(n.name):
+            return False
+        x_ok = plan.tracked(x.name) and plan.axis[x.name] == len(x.meta["val"].shape) - 1
+        if not plan.shrinks(n) and not (x_ok and plan.shrinks(x)):
+            return False
+        W = self.weight(ctx, n)
+        Wr = W[ctx.index(plan.kept(n), W)]
+        bias = ctx.tensor(b).detach().double()[ctx.index(plan.kept(n), W)] if b is not None else None
+        if x_ok and plan.shrinks(x):
+            bias = add_fold(bias, fold_vector(plan, x, Wr.double(), Wr != 0))
+            Wr = Wr[:, ctx.index(plan.kept(x), W)]
+        ctx.write_weight_and_bias(n, w, b, Wr.t() if self.transposed else Wr, bias)
+        return True
+
+
+@register(aten.addmm.default)
+class AddmmRule(LinearRule):
+    """addmm(bias, x, W): a Linear whose weight is stored transposed, (in, out)."""
+
+    transposed = True
+
+    def params(self, n):
+        return n.args[1], n.args[2], n.args[0]
+
+    def ok(self, cx, n):
+        if len(n.args) != 3 or n.kwargs.get("beta", 1) != 1 or n.kwargs.get("alpha", 1) != 1:
+            cx.hint(n, "addmm with alpha/beta")
+            return False
+        b = cx.tensor(n.args[0])
+        if b is not None and b.dim() != 1:
+            cx.hint(n, "addmm with a non-vector bias")
+            return False
+        return super().ok(cx, n)

@@ -1,0 +1,233 @@
+"""Normalizations: eval BatchNorm (a per-channel affine map) and LayerNorm over the channel dim
+(exact under channel removal through CompensatedLayerNorm, :mod:`fxminimize.compensated`).
+
+Rewrites. BatchNorm: slice γ, β, running mean and running variance to the kept channels
+(per-channel affine maps commute with channel selection). LayerNorm: where CONST channels R
+(values v_r) leave its input, ``layer_norm(x, [C], γ, β, ε)`` becomes
+``compensated_layer_norm(x_K, C, s1, s2, γ_K, β_K, ε, dim)`` with s1 = Σ_R v_r, s2 = Σ_R v_r²
+(float64); a node that is already compensated keeps its C and dim and accumulates
+s1 + Σ_R' v_r, s2 + Σ_R' v_r². The node is changed in place (same name), so later rewrites
+still find it in the plan.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fxminimize.compensated import COMPENSATED_LAYER_NORM, compensated_layer_norm
+from fxminimize.ir import bind
+from ..registry import register
+from ..rule import Rule
+from .common import _Channelwise, _f64, _nd
+
+aten = torch.ops.aten
+
+
+class BatchNormRule(_Channelwise):
+    """Eval BatchNorm is per-channel affine: y_c = (x_c − μ_c)/√(σ²_c + ε)·γ_c + β_c.
+
+    CONST(v) ↦ CONST((v − μ)/√(σ²+ε)·γ + β); ZERO ↦ CONST(β − γμ/√(σ²+ε)).
+    The rewrite slices γ, β, μ, σ² to the kept channels.
+    """
+
+    kind = "batchnorm"
+
+    def params(self, n):
+        p = bind(n)
+        return p["input"], p["weight"], p["bias"], p["running_mean"], p["running_var"], p
+
+    def ok(self, cx, n):
+        x, w, b, m, v, p = self.params(n)
+        if p.get("training", False):
+            cx.hint(n, "BatchNorm in training mode")
+            return False
+        if m is None or v is None or any(t is not None and cx.tensor(t) is None for t in (w, b, m, v)):
+            cx.hint(n, "BatchNorm statistics are not constant tensors")
+            return False
+        return True
+
+    def axis(self, cx, n):
+        if not self.ok(cx, n):
+            return None
+        return 1 if cx.axis_of(self.src(n)) == 1 else None
+
+    def declare(self, cx, n, inp):
+        return 1 if inp is self.src(n) and self.ok(cx, n) else None
+
+    def fmap(self, cx, n, v):
+        x, w, b, m, var, p = self.params(n)
+        eps = float(p["eps"])
+        mean = _f64(cx.tensor(m))
+        rstd = 1.0 / np.sqrt(_f64(cx.tensor(var)) + eps)
+        g = _f64(cx.tensor(w)) if w is not None else 1.0
+        bb = _f64(cx.tensor(b)) if b is not None else 0.0
+        return (v - mean) * rstd * g + bb
+
+    def out_node(self, n):
+        """The node whose channels the plan tracks (item 0 for the tuple-returning form)."""
+        return n
+
+    def rewrite(self, ctx, n) -> bool:
+        out = self.out_node(n)
+        if out is None or not ctx.plan.tracked(out.name) or not ctx.plan.shrinks(out):
+            return False
+        for attr in n.args[1:5]:
+            if attr is not None:
+                t = ctx.tensor(attr).detach()
+                ctx.replace_const(n, attr, t[ctx.index(ctx.plan.kept(out), t)])
+        return True
+
+
+register(aten.batch_norm.default)(BatchNormRule)
+
+
+class NoTrainingBatchNormRule(BatchNormRule):
+    """aten._native_batch_norm_legit_no_training returns (y, mean, rstd); item 0 is y."""
+
+    def params(self, n):
+        x, w, b, m, v, mom, eps = (list(n.args) + [None] * 7)[:7]
+        return x, w, b, m, v, {"eps": eps if eps is not None else 1e-5, "training": False}
+
+    def axis(self, cx, n):
+        return None
+
+    def out_node(self, n):
+        items = [u for u in n.users if u.args[1] == 0]
+        return items[0] if items else None
+
+    def item_axis(self, cx, n, idx):
+        return 1 if idx == 0 and self.ok(cx, n) and cx.axis_of(n.args[0]) == 1 else None
+
+    def item_couple(self, cx, n, idx, item):
+        cx.couple_identity(n.args[0], item, self.kind)
+
+    def item_value(self, cx, n, idx, item):
+        m, v = cx.const_of(n.args[0])
+        cx.set_value(item, m, self.fmap(cx, n, v))
+
+    def item_require(self, cx, n, idx, item, kept):
+        cx.need(n.args[0], kept, item)
+
+    def require(self, cx, n, kept):
+        if not any(cx.axis_of(u) is not None for u in n.users):
+            Rule.require(self, cx, n, kept)
+
+
+register(aten._native_batch_norm_legit_no_training.default)(NoTrainingBatchNormRule)
+
+
+
+class LayerNormRule(_Channelwise):
+    """LayerNorm over the last dim, made exact under channel removal by CompensatedLayerNorm.
+
+    y_c = γ_c (x_c − μ)/√(σ² + ε) + β_c with μ, σ² over all C channels. A CONST(v_r) input
+    channel r may leave: the compensated form keeps C, s1 = Σ_R v_r and s2 = Σ_R v_r² and
+    recomputes μ and σ² exactly (:mod:`fxminimize.compensated`). Its own output
+    γ_r (v_r − μ)/σ + β_r is per-row, so channel r goes only when no consumer reads it (input r
+    and output r are coupled), or when γ_r = 0: then output r is CONST(β_r) and folds downstream.
+    A LIVE input channel is always required while any output is kept (it moves μ and σ²).
+    """
+
+    kind = "layernorm"
+
+    def norm_dim(self, n) -> Optional[int]:
+        """The normalised dim when it is the single channel dim, else None."""
+        return _nd(n) - 1 if len(bind(n)["normalized_shape"]) == 1 else None
+
+    def out_axis(self, cx, n, ax):
+        p = bind(n)
+        if ax != self.norm_dim(n):
+            cx.hint(n, "layer_norm over more than the channel dim")
+            return None
+        for t in (p["weight"], p["bias"]):
+            if t is not None and cx.tensor(t) is None:
+                cx.hint(n, "layer_norm weight or bias is not a constant tensor")
+                return None
+        return ax
+
+    def declare(self, cx, n, inp):
+        return -1 if inp is n.args[0] else None
+
+    def full(self, p, v, w, b):
+        """The op on one row of constant inputs ``v`` (float64 tensors, channels last)."""
+        return F.layer_norm(v[None], (len(v),), w, b, float(p["eps"]))[0]
+
+    def value(self, cx, n):
+        p = bind(n)
+        C = cx.size_of(n)
+        m, v = cx.const_of(self.src(n))
+        w = cx.tensor(p["weight"])
+        b = cx.tensor(p["bias"])
+        w = np.ones(C) if w is None else _f64(w)
+        b = np.zeros(C) if b is None else _f64(b)
+        if m.all():  # every channel constant: the whole output is constant
+            y = self.full(p, torch.from_numpy(v.copy()), torch.from_numpy(w), torch.from_numpy(b)).numpy()
+            cx.set_value(n, np.ones(C, bool), y)
+            return
+        cx.set_value(n, w == 0, b)
+
+    def require(self, cx, n, kept):
+        x = self.src(n)
+        if kept is None:
+            return cx.need(x, None, n)
+        cin, _ = cx.const_of(x)
+        cx.need(x, kept | ~cin, n)
+
+    def rewrite(self, ctx, n) -> bool:
+        plan = ctx.plan
+        x = n.args[0]
+        if not plan.tracked(n.name) or not plan.tracked(x.name) or not plan.shrinks(x):
+            return False
+        rem = plan.removed(x)
+        cm, cv = plan.const_mask[x.name][rem], plan.const_val[x.name][rem]
+        if not cm.all():
+            raise AssertionError(f"internal: LIVE channel removed from the input of {n.name}")
+        if not np.array_equal(plan.kept(n), plan.kept(x)):
+            raise AssertionError(f"internal: {n.name} keeps other channels than its input")
+        p = bind(n)
+        w, b = p["weight"], p["bias"]
+        for t in (w, b):
+            if t is not None:
+                v = ctx.tensor(t).detach()
+                ctx.replace_const(n, t, v[ctx.index(plan.kept(x), v)])
+        w, b = bind(n)["weight"], bind(n)["bias"]
+        s1, s2 = float(cv.sum()), float((cv * cv).sum())
+        if n.target is COMPENSATED_LAYER_NORM:  # already compensated: the removed set grows
+            count, s1, s2, dim = int(p["count"]), float(p["s1"]) + s1, float(p["s2"]) + s2, int(p["dim"])
+        else:
+            count, dim = plan.size[x.name], -1
+        n.target = COMPENSATED_LAYER_NORM
+        n.args, n.kwargs = (x, count, s1, s2, w, b, float(p["eps"]), dim), {}
+        return True
+
+
+register(aten.layer_norm.default)(LayerNormRule)
+
+
+class CompensatedLayerNormRule(LayerNormRule):
+    """``fxminimize::compensated_layer_norm`` (a LayerNorm this tool already shrank), re-reduced.
+
+    It is LayerNorm over C = ``count`` channels of which the K present ones are its input and
+    the C − K absent ones are accounted for by s1 = Σ v_r and s2 = Σ v_r² (see
+    :mod:`fxminimize.compensated`). Removing a further set R' of CONST(v_r) present channels is
+    the same formula with R ∪ R': C stays, s1 += Σ_R' v_r, s2 += Σ_R' v_r² (pass ``layernorm``).
+    The channel dim is ``dim`` (channels-last −1, or channels-first 1). Values, coupling and use
+    are those of LayerNorm: output c is CONST(β_c) where γ_c = 0; a LIVE input is always needed.
+    """
+
+    def norm_dim(self, n) -> Optional[int]:
+        return int(bind(n)["dim"]) % _nd(n)
+
+    def declare(self, cx, n, inp):
+        return self.norm_dim(n) if inp is n.args[0] else None
+
+    def full(self, p, v, w, b):
+        return compensated_layer_norm(v[None], p["count"], p["s1"], p["s2"], w, b, float(p["eps"]))[0]
+
+
+register(COMPENSATED_LAYER_NORM)(CompensatedLayerNormRule)
+
+

@@ -1,0 +1,75 @@
+"""The rewrite pipeline: a copy of the canonical module, the passes in their declared order.
+
+    ops      each node's own rewrite (passes/ops/<family>.py)
+    gather   index_select after shrinking source spaces          (after ops)
+    restore  CONST channels of model outputs restored            (after ops)
+    tie      readers of one original tensor share it again       (after ops, gather, restore)
+    cleanup  dead code, unread constants, recompile              (last)
+
+``PassManager`` checks the order against the constraints each pass declares (``after``); with
+``check=True`` (debug mode, and the tests) the graph is linted and its shapes re-derived with
+fake tensors after every pass, so a rewrite that leaves inconsistent shapes fails at once,
+naming the pass.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+import torch.fx as fx
+from torch.fx.passes.infra.pass_manager import PassManager, this_before_that_pass_constraint
+
+from .cleanup import Cleanup
+from .gather import GatherInputs
+from .infra import RewriteContext
+from .infra_pass import OpRewrites
+from .restore import RestoreOutputs
+from .tie import RetieWeights
+
+log = logging.getLogger(__name__)
+
+PASSES = (OpRewrites, GatherInputs, RestoreOutputs, RetieWeights, Cleanup)
+
+
+def check_shapes(gm: fx.GraphModule) -> None:
+    """Lint, then propagate fake tensors (the placeholders' recorded shapes, symbolic batch
+    included) through the graph: every op must accept its rewritten inputs."""
+    from torch._guards import detect_fake_mode
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    gm.graph.lint()
+    vals = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
+    mode = detect_fake_mode(vals)
+    if mode is None or any(v is None for v in vals):
+        return
+    with mode:
+        saved = mode.allow_non_fake_inputs
+        mode.allow_non_fake_inputs = True
+        try:
+            FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*vals)
+        finally:
+            mode.allow_non_fake_inputs = saved
+
+
+def run_pipeline(gm: fx.GraphModule, plan, check: bool = False) -> tuple[fx.GraphModule, dict]:
+    """A new GraphModule computing the same function with the plan's channels removed, and the
+    passes' counters. The canonical module is not modified: the copy shares unchanged tensors
+    with it and every rewrite replaces (never mutates) the tensors it shrinks."""
+    out = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="MinimizedModule")
+    ctx = RewriteContext(out, plan)
+    passes = [p(ctx) for p in PASSES]
+    by_name = {p.name: p for p in passes}
+    constraints = [this_before_that_pass_constraint(by_name[a], p) for p in passes for a in p.after]
+    pm = PassManager(passes, constraints)
+    pm.validate_constraints()
+    for p in pm.passes:
+        res = p(out)
+        out = res.graph_module
+        log.debug("pass %s: modified=%s", p.name, res.modified)
+        if check:
+            try:
+                check_shapes(out)
+            except Exception as exc:  # noqa: BLE001 - name the pass that broke the graph
+                raise AssertionError(f"internal: graph inconsistent after pass {p.name}: {exc}") from exc
+    return out, dict(ctx.stats)

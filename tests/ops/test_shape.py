@@ -1,0 +1,81 @@
+"""passes/ops/shape.py: flatten (merge map), head split (split map), permute, slice."""
+import torch
+import torch.nn as nn
+
+from oneop import dead, kept, minimize_and_check, node_of, shapes
+
+
+class Flat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.fc = nn.Conv2d(2, 3, 1), nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.fc(self.c(x).flatten(1))
+
+
+def test_flatten_maps_each_channel_to_its_features():
+    m = Flat().eval()
+    dead(m.c, [1], bias=0.0)
+    r = minimize_and_check(m, (torch.randn(2, 2, 4, 4),))
+    v = node_of(r.plan, "view") if any(n.startswith("view") for n in r.plan.node_names) else node_of(r.plan, "flatten")
+    assert kept(r.plan, v) == list(range(16)) + list(range(32, 48))
+    assert shapes(r.module)["fc.weight"] == (2, 32)
+
+
+class Heads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x):  # (B, 6) -> (B, 3, 2) -> permute -> reshape back
+        h = self.a(x).view(-1, 3, 2).permute(0, 2, 1)
+        return self.b(h.permute(0, 2, 1).reshape(-1, 6))
+
+
+def test_view_split_keeps_whole_heads():
+    m = Heads().eval()
+    dead(m.a, [2, 3], bias=0.0)   # head 1 entirely
+    r = minimize_and_check(m, (torch.randn(2, 4),))
+    assert shapes(r.module)["a.weight"] == (4, 4) and shapes(r.module)["b.weight"] == (2, 4)
+
+
+class Slice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
+
+    def forward(self, x):  # (B, T, 4): take the first token
+        return self.b(self.a(x)[:, 0])
+
+
+def test_select_on_another_dim_keeps_channels_one_to_one():
+    m = Slice().eval()
+    dead(m.a, [5], bias=0.0)
+    r = minimize_and_check(m, (torch.randn(2, 3, 4),))
+    assert shapes(r.module)["b.weight"] == (2, 5)
+
+
+class Roll(nn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = dims
+        self.c, self.d = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        return self.d(torch.roll(self.c(x), shifts=(1, 2), dims=self.dims))
+
+
+def test_roll_over_spatial_dims_keeps_channels_one_to_one():
+    m = Roll((2, 3)).eval()
+    dead(m.c, [0, 4], bias=0.0)
+    r = minimize_and_check(m, (torch.randn(2, 3, 6, 6),))
+    assert kept(r.plan, node_of(r.plan, "roll")) == [1, 2, 3, 5]
+    assert shapes(r.module)["c.weight"] == (4, 3, 1, 1) and shapes(r.module)["d.weight"] == (2, 4, 1, 1)
+
+
+def test_roll_over_the_channel_dim_is_a_barrier():
+    m = Roll((1, 2)).eval()
+    dead(m.c, [0, 4], bias=0.0)
+    r = minimize_and_check(m, (torch.randn(2, 3, 6, 6),))
+    assert any(b.op.startswith("roll") and "channel" in b.reason for b in r.report.barriers)

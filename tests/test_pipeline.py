@@ -1,0 +1,37 @@
+"""The pass pipeline in debug mode: after every pass the graph lints and its shapes re-derive
+(fake tensors through the rewritten graph); a pass that breaks shapes is named."""
+import pytest
+import torch
+
+from fxminimize.analysis import analyze
+from fxminimize.capture import capture
+from fxminimize.rewrite import rewrite
+from shape_pins import zoo_cases
+
+
+@pytest.mark.parametrize("case", [c for c in zoo_cases() if c[0].endswith("/rows")], ids=lambda c: c[0])
+def test_every_pass_leaves_a_consistent_graph(case):
+    name, model, example, masks = case
+    gm = capture(model, example).gm
+    plan = analyze(gm)
+    small, stats = rewrite(gm, plan, check=True)
+    assert plan.anything_removed == (sum(v for k, v in stats.items() if k.endswith("_rewritten")) > 0)
+    torch.testing.assert_close(small(*example), model(*example), rtol=1e-4, atol=1e-5)
+
+
+def test_a_pass_that_breaks_shapes_is_named(monkeypatch):
+    from fxminimize.passes.ops.linear import LinearRule
+    orig = LinearRule.rewrite
+
+    def broken(self, ctx, n):
+        changed = orig(self, ctx, n)
+        w = n.args[1]
+        t = ctx.tensor(w)
+        ctx.replace_const(n, w, t[:, :-1])  # drop a column its input still has
+        return changed
+
+    monkeypatch.setattr(LinearRule, "rewrite", broken)
+    from fxminimize.models import ZOO, example_input  # moves to fxminimize.testing.zoo
+    gm = capture(ZOO["lenet_300_100"][0](), (example_input("lenet_300_100"),)).gm
+    with pytest.raises(AssertionError, match="after pass ops"):
+        rewrite(gm, analyze(gm), check=True)
