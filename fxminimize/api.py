@@ -16,9 +16,10 @@ from .canonicalize import canonicalize
 from .capture import _batch_is_dynamic, batch_dynamic_shapes, capture
 from .errors import MinimizationError
 from .explain import describe_graph
-from .masks import check_model, count_stored, masked_copy, needs_copy, unshare
+from .masks import check_model, masked_copy, needs_copy, unshare
 from .report import Report
 from .rewrite import rewrite
+from .size import stored_elements
 from .verify import verify
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     t3 = time.perf_counter()
     removed = {name: (plan.size[name], len(plan.keep[name])) for name in plan.keep
                if len(plan.keep[name]) < plan.size[name]}
-    report = Report(params_before=count_stored(work), params_after=count_stored(small), groups=plan.groups,
+    report = Report(params_before=stored_elements(work), params_after=stored_elements(small), groups=plan.groups,
                     barriers=plan.barriers, removed=removed, plan=plan, graph=describe_graph(cap.gm))
     report.notes.extend(canon_notes)
     if not plan.anything_removed:
@@ -105,6 +106,9 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
                                     + res.message)
         report.max_abs_error = res.max_abs_error
         report.verified_checks = res.checks
+        report.skipped_checks = list(res.skipped)
+        for c in res.skipped:
+            log.info("verification skipped %s", c)
     if not copied:
         unshare(small, model)  # the result owns its tensors (only now: no full copy held before)
     t4 = time.perf_counter()

@@ -39,10 +39,26 @@ class Captured:
     dynamic_shapes: object
 
 
-def batch_dynamic_shapes(example_inputs: tuple):
-    """dynamic_shapes spec marking dim 0 of every tensor input Dim.AUTO."""
-    return tuple(pytree.tree_map(lambda t: {0: Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() > 0 else None,
+def batch_dynamic_shapes(example_inputs: tuple, dim=None):
+    """The ``dynamic_shapes`` spec marking dim 0 of every tensor input with ``dim`` (default
+    ``Dim.AUTO``; :func:`fxminimize.export_onnx` passes a named ``Dim("batch", min=1)``).
+    Non-tensor inputs and 0-d tensors get ``None``."""
+    dim = Dim.AUTO if dim is None else dim
+    return tuple(pytree.tree_map(lambda t: {0: dim} if isinstance(t, torch.Tensor) and t.dim() > 0 else None,
                                  x) for x in example_inputs)
+
+
+def strip_export_guards(gm: fx.GraphModule) -> fx.GraphModule:
+    """Remove the input-guard call (``_guards_fn``) that ``ExportedProgram.module()`` adds, in
+    place, and recompile: the canonical module, and one rebuilt from a saved program, check
+    nothing on the call (verification and the graph's own shape ops do). Returns ``gm``."""
+    for n in list(gm.graph.nodes):
+        if n.op == "call_module" and str(n.target) == "_guards_fn":
+            gm.graph.erase_node(n)
+    if hasattr(gm, "_guards_fn"):
+        delattr(gm, "_guards_fn")
+    gm.recompile()
+    return gm
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -78,13 +94,7 @@ def capture(model, example_inputs: tuple, dynamic_batch: bool = True) -> Capture
             raise MinimizationError(
                 f"could not capture the model with torch.export ({type(exc).__name__}: {first})"
                 + (f"\n  at {where}" if where else "")) from exc
-    gm = ep.module()
-    for n in list(gm.graph.nodes):
-        if n.op == "call_module" and str(n.target) == "_guards_fn":
-            gm.graph.erase_node(n)
-    if hasattr(gm, "_guards_fn"):
-        delattr(gm, "_guards_fn")
-    gm.recompile()
+    gm = strip_export_guards(ep.module())
     dyn = _batch_is_dynamic(gm)
     if dynamic_batch and not dyn and shapes is not None and _has_batched_input(example_inputs):
         warnings.warn("the model specializes its batch size during capture; the minimized model "
