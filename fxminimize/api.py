@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -10,15 +11,17 @@ from typing import Any, Mapping, Optional
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.utils import _pytree as pytree
 
 from .analysis import Plan, analyze
 from .canonicalize import canonicalize
 from .capture import _batch_is_dynamic, batch_dynamic_shapes, capture
 from .errors import MinimizationError
 from .explain import describe_graph
-from .masks import check_model, count_stored, masked_copy, needs_copy, unshare
+from .masks import check_model, masked_copy, needs_copy, unshare
 from .report import Report
 from .rewrite import rewrite
+from .size import stored_elements
 from .verify import verify
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,50 @@ def load(path: str) -> nn.Module:
     return torch.export.load(path).module()
 
 
+def _input_names(example_inputs: tuple):
+    """(name, leaf) for every leaf of the example inputs: ``example_inputs[0]``, ``example_inputs[1]['ids']``."""
+    flat, _ = pytree.tree_flatten_with_path(example_inputs)
+    return [(f"example_inputs{pytree.keystr(path)}", leaf) for path, leaf in flat]
+
+
+def check_inputs(model: nn.Module, example_inputs: tuple) -> None:
+    """Refuse a model or example inputs on the meta device (nothing to run, nothing to verify)."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_meta:
+            raise MinimizationError(f"meta tensors cannot be verified: parameter or buffer '{name}' is on the meta "
+                                    "device and has no values; load real weights first (e.g. "
+                                    "model.to_empty(device='cpu') then load_state_dict)")
+    for name, t in _input_names(example_inputs):
+        if isinstance(t, torch.Tensor) and t.is_meta:
+            raise MinimizationError(f"meta tensors cannot be verified: {name} is on the meta device; "
+                                    "pass real example inputs")
+
+
+_DTYPE_ERROR = re.compile(r"dtype|scalar type|Long|Int|Float|Double|Half|BFloat16", re.I)
+
+
+def run_on_examples(model: nn.Module, example_inputs: tuple) -> None:
+    """Call ``model`` once on its example inputs (no grad) so that inputs the model itself
+    rejects (a wrong shape, integers where it computes in float) are refused before capture,
+    with the cause named, rather than deep inside torch.export or verification."""
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's own model on its inputs
+        log.debug("the model raises on its example inputs", exc_info=exc)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        msg = f"the model raises on its example inputs ({type(exc).__name__}{': ' + first if first else ''})"
+        floats = sorted({str(t.dtype) for t in list(model.parameters()) + list(model.buffers())
+                         if t.is_floating_point()})
+        ints = [(name, t.dtype) for name, t in _input_names(example_inputs)
+                if isinstance(t, torch.Tensor) and not t.is_floating_point() and not t.is_complex()
+                and t.dtype != torch.bool]
+        if floats and ints and _DTYPE_ERROR.search(first):
+            msg += "; " + ", ".join(f"{name} is {dtype}" for name, dtype in ints) + \
+                   f" but the model's weights are {'/'.join(floats)}: pass floating-point inputs (e.g. x.float())"
+        raise MinimizationError(msg + "; the model was not changed") from None
+
+
 def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Tensor]] = None, *,
              verify_result: bool = True, dynamic_batch: bool = True) -> MinimizeResult:
     """Rewrite a masked model into a smaller dense model computing the same function.
@@ -71,10 +118,12 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
         model = model.module()
     if not isinstance(model, nn.Module):
         raise MinimizationError(f"expected an nn.Module, GraphModule or ExportedProgram, got {type(model).__name__}")
+    check_inputs(model, example_inputs)
     check_model(model)
     copied = needs_copy(model, masks)
     work = masked_copy(model, masks) if copied else model
     check_model(work)
+    run_on_examples(work, example_inputs)
     canon, canon_notes = work, []
     if any(type(m) is nn.MultiheadAttention for m in work.modules()):
         canon = copy.deepcopy(work)  # verification still compares against the unchanged copy
@@ -92,7 +141,7 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     t3 = time.perf_counter()
     removed = {name: (plan.size[name], len(plan.keep[name])) for name in plan.keep
                if len(plan.keep[name]) < plan.size[name]}
-    report = Report(params_before=count_stored(work), params_after=count_stored(small), groups=plan.groups,
+    report = Report(params_before=stored_elements(work), params_after=stored_elements(small), groups=plan.groups,
                     barriers=plan.barriers, removed=removed, plan=plan, graph=describe_graph(cap.gm))
     report.notes.extend(canon_notes)
     if not plan.anything_removed:
@@ -105,6 +154,9 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
                                     + res.message)
         report.max_abs_error = res.max_abs_error
         report.verified_checks = res.checks
+        report.skipped_checks = list(res.skipped)
+        for c in res.skipped:
+            log.info("verification skipped %s", c)
     if not copied:
         unshare(small, model)  # the result owns its tensors (only now: no full copy held before)
     t4 = time.perf_counter()

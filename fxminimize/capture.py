@@ -12,6 +12,7 @@ argument and output structure (tuples, dicts, Hugging Face output objects).
 """
 from __future__ import annotations
 
+import contextlib
 import linecache
 import logging
 import re
@@ -39,26 +40,74 @@ class Captured:
     dynamic_shapes: object
 
 
-def batch_dynamic_shapes(example_inputs: tuple):
-    """dynamic_shapes spec marking dim 0 of every tensor input Dim.AUTO."""
-    return tuple(pytree.tree_map(lambda t: {0: Dim.AUTO} if isinstance(t, torch.Tensor) and t.dim() > 0 else None,
+def batch_dynamic_shapes(example_inputs: tuple, dim=None):
+    """The ``dynamic_shapes`` spec marking dim 0 of every tensor input with ``dim`` (default
+    ``Dim.AUTO``; :func:`fxminimize.export_onnx` passes a named ``Dim("batch", min=1)``).
+    Non-tensor inputs and 0-d tensors get ``None``."""
+    dim = Dim.AUTO if dim is None else dim
+    return tuple(pytree.tree_map(lambda t: {0: dim} if isinstance(t, torch.Tensor) and t.dim() > 0 else None,
                                  x) for x in example_inputs)
+
+
+def strip_export_guards(gm: fx.GraphModule) -> fx.GraphModule:
+    """Remove the input-guard call (``_guards_fn``) that ``ExportedProgram.module()`` adds, in
+    place, and recompile: the canonical module, and one rebuilt from a saved program, check
+    nothing on the call (verification and the graph's own shape ops do). Returns ``gm``."""
+    for n in list(gm.graph.nodes):
+        if n.op == "call_module" and str(n.target) == "_guards_fn":
+            gm.graph.erase_node(n)
+    if hasattr(gm, "_guards_fn"):
+        delattr(gm, "_guards_fn")
+    gm.recompile()
+    return gm
 
 
 def _user_frame(exc: BaseException) -> str:
     """The innermost source line outside torch that the failure came from, if any."""
     torch_dir = os.path.dirname(torch.__file__)
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(torch_dir)
-              and "fxminimize" not in f.filename]
+              and "fxminimize" not in f.filename and not f.filename.startswith("<")]
     for line in str(exc).splitlines():
         m = re.match(r'\s*File "([^"]+)", line (\d+), in (\S+)', line)
-        if m and torch_dir not in m.group(1):
+        if m and torch_dir not in m.group(1) and not m.group(1).startswith("<"):
             src = linecache.getline(m.group(1), int(m.group(2))).strip()
             return f"{m.group(1)}:{m.group(2)} in {m.group(3)}: {src}"
     if frames:
         f = frames[-1]
         return f"{f.filename}:{f.lineno} in {f.name}: {f.line}"
     return ""
+
+
+class _TorchErrorsToDebug(logging.Filter):
+    """Handler filter: a record of a ``torch.*`` logger at ERROR or above, or carrying a
+    traceback, goes to this module's debug log instead of the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("torch") and (record.levelno >= logging.ERROR or record.exc_info):
+            log.debug("%s: %s", record.name, record.getMessage(), exc_info=record.exc_info)
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def torch_errors_to_debug():
+    """While active, torch's own error logs (e.g. the fake-tensor traceback ``torch.export``
+    logs before raising on a shape mismatch) are logged at debug level by
+    ``fxminimize.capture`` instead of printed: the failure reaches the user once, as a
+    :class:`MinimizationError`. Warnings below ERROR pass unchanged."""
+    flt = _TorchErrorsToDebug()
+    handlers = []
+    for name, lg in list(logging.root.manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger) and (name == "torch" or name.startswith("torch.")):
+            handlers.extend(h for h in lg.handlers if flt not in h.filters)
+    handlers = list({id(h): h for h in handlers}.values())
+    for h in handlers:
+        h.addFilter(flt)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(flt)
 
 
 def capture(model, example_inputs: tuple, dynamic_batch: bool = True) -> Captured:
@@ -71,20 +120,16 @@ def capture(model, example_inputs: tuple, dynamic_batch: bool = True) -> Capture
             raise MinimizationError(f"expected an nn.Module or ExportedProgram, got {type(model).__name__}")
         shapes = batch_dynamic_shapes(example_inputs) if dynamic_batch else None
         try:
-            ep = torch.export.export(model, example_inputs, dynamic_shapes=shapes, strict=False)
+            with torch_errors_to_debug():
+                ep = torch.export.export(model, example_inputs, dynamic_shapes=shapes, strict=False)
         except Exception as exc:  # noqa: BLE001 - every capture failure becomes one clear error
             where = _user_frame(exc)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.debug("torch.export failed", exc_info=exc)   # torch's traceback: debug log only
             raise MinimizationError(
                 f"could not capture the model with torch.export ({type(exc).__name__}: {first})"
-                + (f"\n  at {where}" if where else "")) from exc
-    gm = ep.module()
-    for n in list(gm.graph.nodes):
-        if n.op == "call_module" and str(n.target) == "_guards_fn":
-            gm.graph.erase_node(n)
-    if hasattr(gm, "_guards_fn"):
-        delattr(gm, "_guards_fn")
-    gm.recompile()
+                + (f"\n  at {where}" if where else "")) from None
+    gm = strip_export_guards(ep.module())
     dyn = _batch_is_dynamic(gm)
     if dynamic_batch and not dyn and shapes is not None and _has_batched_input(example_inputs):
         warnings.warn("the model specializes its batch size during capture; the minimized model "

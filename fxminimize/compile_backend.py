@@ -37,6 +37,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .size import graph_scalar_elements, stored_elements, tensor_elements
+
 log = logging.getLogger(__name__)
 
 _HISTORY: List["GraphRecord"] = []
@@ -50,7 +52,7 @@ class GraphRecord:
     status: str                      # "minimized" or "passthrough"
     reason: str = ""
     params_before: int = 0           # elements of the frozen parameters/buffers the graph read
-    params_after: int = 0            # elements of the parameters/buffers of the graph that runs
+    params_after: int = 0            # stored elements of the graph that runs (fxminimize.size)
     max_abs_error: float = 0.0
     then: Optional[str] = None
     fallbacks: int = 0               # run-time calls that fell back to the original graph
@@ -127,15 +129,6 @@ def _training_op(gm: fx.GraphModule) -> Optional[str]:
         if flag is True or (isinstance(flag, fx.Node)):
             return f"{getattr(n.target, '__name__', n.target)} in training mode ({n.name})"
     return None
-
-
-def _numel(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel()
-    return total
 
 
 class _Frozen(nn.Module):
@@ -354,8 +347,8 @@ def backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, 
                 fn = compiled[k] = (hand_on(flat, xs), restore)
             return fn[1](fn[0](*xs)), None
 
-        before = _numel(t for _, _, t in tensors)
-        after = _numel(list(small.parameters()) + list(small.buffers()))
+        before = tensor_elements(t for _, _, t in tensors) + graph_scalar_elements(gm.graph)
+        after = stored_elements(small)
         return runner, (res, before, after, [args[i] for i in frozen_pos])
 
     variants = {}

@@ -14,6 +14,7 @@ import torch.nn as nn
 from torch.nn.utils import prune
 
 from .errors import MinimizationError
+from .size import stored_elements
 
 
 def check_model(model: nn.Module) -> None:
@@ -97,11 +98,6 @@ def masked_copy(model: nn.Module, masks: Optional[Mapping[str, torch.Tensor]]) -
 
 
 def count_stored(module: nn.Module) -> int:
-    """Number of stored parameter and buffer elements (zeros included)."""
-    seen = set()
-    total = 0
-    for t in list(module.parameters()) + list(module.buffers()):
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel()
-    return total
+    """Number of stored elements (zeros included): :func:`fxminimize.size.stored_elements`
+    (parameters, buffers, tensor constants, each storage once, and compensated-norm scalars)."""
+    return stored_elements(module)

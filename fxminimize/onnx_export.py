@@ -6,10 +6,11 @@ by default), runs ``onnx.checker`` and then onnxruntime on *fresh* random inputs
 :mod:`fxminimize.verify`: same shapes, and batch 1 and B+1 when the batch is dynamic), and
 compares every output with the original (masked) torch model.
 
-Tolerance: the one of :mod:`fxminimize.verify`, per output y (torch) and ŷ (onnxruntime):
+Tolerance and output matching: :mod:`fxminimize.compare`, as in :mod:`fxminimize.verify`; per
+output y (torch) and ŷ (onnxruntime, cast to y's dtype):
 ``|ŷ − y| ≤ atol·max(1, max|y|) + rtol·|y|`` with rtol = 1e-4, atol = 1e-5 for float32
-(``TOLERANCES``); ``rtol``/``atol`` override it. A larger difference raises
-:class:`~fxminimize.MinimizationError` (the file is left on disk for inspection).
+(:data:`fxminimize.compare.TOLERANCES`, per dtype); ``rtol``/``atol`` override it. A larger
+difference raises :class:`~fxminimize.MinimizationError` (the file is left on disk for inspection).
 
 The minimized graph contains aten ops and the CompositeImplicitAutograd operator
 ``fxminimize::compensated_layer_norm``, which the exporter decomposes (sum, mul, sub, rsqrt), so
@@ -29,10 +30,11 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from torch.export import Dim
-from torch.utils import _pytree as pytree
 
 from .errors import MinimizationError
-from .verify import TOLERANCES, input_sets
+from .capture import batch_dynamic_shapes
+from .compare import Comparison, tensor_leaves
+from .verify import input_sets
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +81,6 @@ def _reference_and_result(model_or_result, example_inputs, masks, reference):
     return res, reference
 
 
-def _dynamic_shapes(example_inputs):
-    batch = Dim("batch", min=1)
-    return tuple(pytree.tree_map(lambda t: {0: batch} if isinstance(t, torch.Tensor) and t.dim() > 0 else None, x)
-                 for x in example_inputs)
-
-
 def _file_bytes(path: str) -> int:
     import onnx
     total = os.path.getsize(path)
@@ -99,10 +95,6 @@ def _file_bytes(path: str) -> int:
                 if os.path.exists(f):
                     total += os.path.getsize(f)
     return total
-
-
-def _onnx_outputs(out):
-    return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
 
 
 def strip_debug_metadata(proto) -> None:
@@ -139,7 +131,8 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
         raise MinimizationError("dynamic_batch=True, but the minimized model only accepts the example batch size "
                                 "(captured with a static batch; a batch-1 example always is: use batch >= 2)")
     module = res.module
-    shapes = _dynamic_shapes(example_inputs) if dynamic_batch else None
+    # a named batch dim: the ONNX graph's inputs and outputs show "batch" as dim 0
+    shapes = batch_dynamic_shapes(example_inputs, Dim("batch", min=1)) if dynamic_batch else None
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     buf = io.StringIO()
     quiet = logging.getLogger("torch.onnx")
@@ -173,40 +166,21 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
     so.log_severity_level = 3
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
-    worst, checks = 0.0, 0
-    tol_desc = set()
+    cmp = Comparison(rtol=rtol, atol=atol, cast=True)
     for label, inputs in input_sets(example_inputs, dynamic_batch, seed=seed + 1):
         if label == "example inputs":
             continue                          # fresh inputs only
-        leaves = [t for t in pytree.tree_leaves(inputs) if isinstance(t, torch.Tensor)]
+        leaves = tensor_leaves(inputs)
         if len(leaves) != len(names):
             raise MinimizationError(f"the ONNX graph has {len(names)} inputs, the model {len(leaves)} tensor inputs")
         feed = {n: t.detach().cpu().numpy() for n, t in zip(names, leaves)}
         got = [torch.from_numpy(a) for a in sess.run(None, feed)]
         with torch.no_grad():
-            want = _onnx_outputs(reference(*inputs))
-        if len(got) != len(want):
-            raise MinimizationError(f"onnxruntime returned {len(got)} outputs, the torch model {len(want)} ({label})")
-        for i, (w, g) in enumerate(zip(want, got)):
-            if tuple(w.shape) != tuple(g.shape):
-                raise MinimizationError(f"ONNX output {i} has shape {tuple(g.shape)}, torch {tuple(w.shape)} ({label})")
-            if not w.is_floating_point():
-                if not torch.equal(w, g.to(w.dtype)):
-                    raise MinimizationError(f"ONNX output {i} differs from torch on {label}")
-                continue
-            r_, a_ = TOLERANCES.get(w.dtype, (1e-4, 1e-5))
-            r_, a_ = (rtol if rtol is not None else r_), (atol if atol is not None else a_)
-            scale = max(1.0, float(w.abs().max())) if w.numel() else 1.0
-            err = float((g.double() - w.double()).abs().max()) if w.numel() else 0.0
-            worst = max(worst, err)
-            checks += 1
-            tol_desc.add(f"rtol={r_:g}, atol={a_:g}·max(1, max|y|)")
-            try:
-                torch.testing.assert_close(g.to(w.dtype), w, rtol=r_, atol=a_ * scale, equal_nan=True)
-            except AssertionError:
-                raise MinimizationError(f"onnxruntime output {i} differs from the torch model on {label}: max abs "
-                                        f"error {err:.3g} (rtol={r_:g}, atol={a_ * scale:.3g}); file left at {path}")
-        out.input_sets.append(label)
-    out.max_abs_error, out.checks, out.tolerance = worst, checks, "; ".join(sorted(tol_desc))
+            want = reference(*inputs)
+        if not cmp.check(want, got, label):
+            raise MinimizationError(f"onnxruntime differs from the torch model: {cmp.failure.splitlines()[0]}; "
+                                    f"file left at {path}")
+    out.input_sets = list(cmp.compared)
+    out.max_abs_error, out.checks, out.tolerance = cmp.max_abs_error, cmp.checks, cmp.tolerance_text
     log.info("%s", out)
     return out

@@ -12,8 +12,11 @@ from .explain import GraphInfo
 class Report:
     """Summary of one ``minimize()`` call.
 
-    ``params_before``/``params_after`` count stored parameter and buffer elements (zeros
-    included) of the user's model and of the minimized model. ``groups`` are the channel groups
+    ``params_before``/``params_after`` count the stored elements (zeros included) of the user's
+    model and of the minimized model (:func:`fxminimize.size.stored_elements`: parameters,
+    buffers, tensor constants and the compensated LayerNorms' scalars, each storage once).
+    ``max_abs_error``/``verified_checks`` come from verification; ``skipped_checks`` lists the
+    input sets it skipped (the original model itself raises on them), with the reason. ``groups`` are the channel groups
     (connected components of the channel graph) with their kept/removed units; ``barriers`` the
     ops without a rule (or whose rule declined), with the reason; ``removed`` maps every node
     that lost channels to ``(channels before, channels after)``. ``graph`` describes the analysed
@@ -28,6 +31,7 @@ class Report:
     removed: dict[str, tuple[int, int]]
     max_abs_error: float = 0.0
     verified_checks: int = 0
+    skipped_checks: list = field(default_factory=list)   # SkippedCheck: input sets verification skipped
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     plan: Optional[Plan] = field(default=None, repr=False)
@@ -55,6 +59,8 @@ class Report:
             "barriers": [b.__dict__ for b in self.barriers],
             "removed": {k: list(v) for k, v in self.removed.items()},
             "max_abs_error": self.max_abs_error,
+            "verified_checks": self.verified_checks,
+            "skipped_checks": [{"label": c.label, "reason": c.reason} for c in self.skipped_checks],
             "timings": dict(self.timings),
             "notes": list(self.notes),
         }
@@ -63,6 +69,7 @@ class Report:
         lines = [f"params: {self.params_before:,} -> {self.params_after:,} ({self.ratio:.2f}x smaller)",
                  f"channel groups: {len(self.groups)} ({self.groups_removed} shrunk, {self.groups_kept} unchanged)",
                  f"verified: max abs error {self.max_abs_error:.3g} over {self.verified_checks} output checks"]
+        lines.extend(f"  skipped {c.label}: {c.reason}" for c in self.skipped_checks)
         for name, (a, b) in list(self.removed.items())[:20]:
             lines.append(f"  {name}: {a} -> {b} channels")
         if len(self.removed) > 20:

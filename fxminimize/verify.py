@@ -6,20 +6,24 @@ activation memory of the check close to the example's). Float inputs are drawn f
 distribution matched to the example's mean and spread; integer inputs uniformly from the
 example's range.
 
-Tolerance (stated once, used everywhere): for every output tensor y of the original and ŷ of
-the minimized model, ``torch.testing.assert_close(ŷ, y, rtol=rtol, atol=atol·max(1, max|y|))``
-with rtol = 1e-4, atol = 1e-5 for float32 (1e-10/1e-12 for float64). Removing exact zeros and
-folding constants only reorders floating-point sums, so errors are rounding-sized.
+Tolerance and output matching: :mod:`fxminimize.compare` (rtol = 1e-4, atol = 1e-5·max(1, max|y|)
+for float32; 1e-10/1e-12 for float64). Removing exact zeros and folding constants only reorders
+floating-point sums, so errors are rounding-sized.
+
+An input set at another batch size on which the *original* model raises (a model that only
+works at the example batch size) is skipped, and recorded with the reason in
+``VerifyResult.skipped`` (and so in ``Report.skipped_checks``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils import _pytree as pytree
 
-TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.float64: (1e-10, 1e-12),
-              torch.float16: (1e-2, 1e-3), torch.bfloat16: (5e-2, 1e-2)}
+from .compare import TOLERANCES, Comparison, SkippedCheck, tensor_leaves  # noqa: F401 - re-exported
+
+__all__ = ["TOLERANCES", "VerifyResult", "SkippedCheck", "random_like", "input_sets", "verify"]
 
 
 @dataclass
@@ -28,6 +32,7 @@ class VerifyResult:
     max_abs_error: float
     checks: int
     message: str = ""
+    skipped: list = field(default_factory=list)   # SkippedCheck per input set not compared
 
 
 def random_like(t: torch.Tensor, batch: int | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -58,45 +63,29 @@ def input_sets(example_inputs: tuple, dynamic_batch: bool, seed: int = 0):
                 yield f"random inputs at batch {nb}", pytree.tree_unflatten(x, spec)
 
 
-def _tensors(out):
-    return [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-
-
 def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool) -> VerifyResult:
     """Compare ``candidate`` with ``reference`` on several input sets (see module doc)."""
-    worst = 0.0
-    checks = 0
+    cmp = Comparison()
+
+    def result(ok: bool, message: str = "") -> VerifyResult:
+        return VerifyResult(ok, cmp.max_abs_error, cmp.checks, message, list(cmp.skipped))
+
     with torch.no_grad():
         for label, inputs in input_sets(example_inputs, dynamic_batch):
             try:
-                ref = _tensors(reference(*inputs))
-            except Exception:  # noqa: BLE001 - the original itself rejects this input set
+                ref = tensor_leaves(reference(*inputs))
+            except Exception as exc:  # noqa: BLE001 - the original itself rejects this input set
                 if label.startswith("random inputs at batch"):
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    cmp.skip(label, f"the original model raises {type(exc).__name__}"
+                                    + (f": {first}" if first else ""))
                     continue
                 raise
             try:
-                got = _tensors(candidate(*inputs))
+                got = tensor_leaves(candidate(*inputs))
             except Exception as exc:  # noqa: BLE001
-                return VerifyResult(False, float("inf"), checks, f"minimized model failed on {label}: {exc}")
-            if len(ref) != len(got):
-                return VerifyResult(False, float("inf"), checks, f"output count differs on {label}")
-            for i, (r, g) in enumerate(zip(ref, got)):
-                if r.shape != g.shape:
-                    return VerifyResult(False, float("inf"), checks,
-                                        f"output {i} shape {tuple(g.shape)} != {tuple(r.shape)} on {label}")
-                if not r.is_floating_point():
-                    if not torch.equal(r, g):
-                        return VerifyResult(False, float("inf"), checks, f"output {i} differs on {label}")
-                    continue
-                rtol, atol = TOLERANCES.get(r.dtype, (1e-4, 1e-5))
-                scale = max(1.0, float(r.abs().max())) if r.numel() else 1.0
-                err = float((g.double() - r.double()).abs().max()) if r.numel() else 0.0
-                worst = max(worst, err if err == err else float("inf"))
-                checks += 1
-                try:
-                    torch.testing.assert_close(g, r, rtol=rtol, atol=atol * scale, equal_nan=True)
-                except AssertionError as exc:
-                    return VerifyResult(False, worst, checks,
-                                        f"output {i} differs on {label}: max abs error {err:.3g} "
-                                        f"(tolerance rtol={rtol}, atol={atol * scale:.3g})\n{exc}")
-    return VerifyResult(True, worst, checks)
+                cmp.max_abs_error = float("inf")
+                return result(False, f"minimized model failed on {label}: {exc}")
+            if not cmp.check(ref, got, label):
+                return result(False, cmp.failure)
+    return result(True)
