@@ -39,7 +39,10 @@ class EmbeddingRule(Rule):
         return None  # reads only indices
 
     def weight_axes(self, cx, n):
-        return [(bind(n)["weight"], 1, n if cx.has_space(n) else None)]
+        # rows (the vocabulary) are never sliced here: a tied reader that would slice them (an
+        # LM head dropping a CONST logit) is pinned, so the shared table is not split in two
+        w = bind(n)["weight"]
+        return [(w, 0, None), (w, 1, n if cx.has_space(n) else None)]
 
     def rewrite(self, ctx, n) -> bool:
         if not ctx.plan.tracked(n.name) or not ctx.plan.shrinks(n):

@@ -29,7 +29,9 @@ aten = torch.ops.aten
 class BatchNormRule(_Channelwise):
     """Eval BatchNorm is per-channel affine: y_c = (x_c − μ_c)/√(σ²_c + ε)·γ_c + β_c.
 
-    CONST(v) ↦ CONST((v − μ)/√(σ²+ε)·γ + β); ZERO ↦ CONST(β − γμ/√(σ²+ε)).
+    CONST(v) ↦ CONST((v − μ)/√(σ²+ε)·γ + β); ZERO ↦ CONST(β − γμ/√(σ²+ε)); and γ_c = 0 ↦
+    CONST(β_c) whatever the input, so a scale-pruned channel folds downstream and the producer
+    rows that fed only it go too.
     The rewrite slices γ, β, μ, σ² to the kept channels.
     """
 
@@ -65,6 +67,27 @@ class BatchNormRule(_Channelwise):
         g = _f64(cx.tensor(w)) if w is not None else 1.0
         bb = _f64(cx.tensor(b)) if b is not None else 0.0
         return (v - mean) * rstd * g + bb
+
+    def scale_zero(self, cx, n, C: int):
+        """γ_c = 0 makes output c CONST(β_c) whatever the input (what Network Slimming leaves):
+        y_c = (x_c − μ_c)·rstd_c·0 + β_c. Returns (mask, β)."""
+        x, w, b, m, var, p = self.params(n)
+        if w is None:
+            return np.zeros(C, bool), np.zeros(C)
+        bb = _f64(cx.tensor(b)) if b is not None else np.zeros(C)
+        return _f64(cx.tensor(w)) == 0, bb
+
+    def with_scale_zero(self, cx, n, m, v):
+        """The value lattice of the output: CONST inputs mapped by the affine map, and every
+        channel with γ = 0 CONST(β) (its input is then not needed: the coupled producer row
+        goes with the channel when no consumer needs it)."""
+        out = self.fmap(cx, n, v)
+        z, beta = self.scale_zero(cx, n, len(m))
+        return m | z, np.where(z, beta, out)
+
+    def value(self, cx, n):
+        m, v = cx.const_of(self.src(n))
+        cx.set_value(n, *self.with_scale_zero(cx, n, m, v))
 
     def out_node(self, n):
         """The node whose channels the plan tracks (item 0 for the tuple-returning form)."""
@@ -106,7 +129,7 @@ class NoTrainingBatchNormRule(BatchNormRule):
 
     def item_value(self, cx, n, idx, item):
         m, v = cx.const_of(n.args[0])
-        cx.set_value(item, m, self.fmap(cx, n, v))
+        cx.set_value(item, *self.with_scale_zero(cx, n, m, v))
 
     def item_require(self, cx, n, idx, item, kept):
         cx.need(n.args[0], kept, item)
