@@ -44,7 +44,7 @@ def _add_explain_parser(sub) -> None:
                         "report as HTML/DOT)",
         description="Minimize MODEL and explain channel CHANNEL of NODE. MODEL is a built-in demo model "
                     "(lenet_300_100, resnet_small, convnext_small: masked as in `fxminimize demo`), a model "
-                    "of fxminimize.models.ZOO (unmasked), or MODULE:FACTORY, a function returning a model "
+                    "of fxminimize.testing.zoo.ZOO (unmasked), or MODULE:FACTORY, a function returning a model "
                     "or (model, masks). NODE is an FX node name or a module path (its output node). "
                     "Without CHANNEL, the node's kept/removed channels are listed; without NODE, every "
                     "node with a channel space.")
@@ -80,7 +80,7 @@ def _load_model(spec: str, input_shape, seed: int):
 
     from .demo import DEMOS
     from .errors import MinimizationError
-    from .models import ZOO
+    from .testing.zoo import ZOO
 
     torch.manual_seed(seed)
     masks = None

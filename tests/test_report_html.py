@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import fxminimize
-from fxminimize.models import induce_dead_channels
+from fxminimize.testing.zoo import induce_dead_channels
 
 PW1 = "encoder.stages.2.layers.4.pwconv1"
 KEPT_CHANNEL = 17          # 17 % 3 != 0: kept
