@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fxminimize.data import DatasetMissingError, TensorLoader, load_fashion_mnist, read_idx
+from fxminimize.training.data import DatasetMissingError, TensorLoader, load_fashion_mnist, read_idx
 
 
 def _write_idx(path, arr, compress):

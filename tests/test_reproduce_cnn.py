@@ -15,7 +15,7 @@ def reproduce_cnn(import_tool):
 
 
 def test_reproduce_cnn_small_run(tmp_path, reproduce_cnn):
-    from fxminimize import squeeze_release as sr
+    from fxminimize import training as sr
     from fxminimize.compensated import COMPENSATED_LAYER_NORM
 
     synthetic_fashion_mnist(tmp_path, n_train=256, n_test=128)
