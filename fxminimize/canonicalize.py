@@ -5,7 +5,7 @@ their structure into equivalent modules the analysis understands.
 unflatten/select and whose heads are merged with the batch dim, which no channel rule can
 follow. :class:`SplitMultiheadAttention` computes the same function with three projections
 (the rows of ``in_proj_weight``), ``view(B, T, H, D)`` head splits and
-``scaled_dot_product_attention``: the pattern :mod:`fxminimize.rules.attention` matches.
+``scaled_dot_product_attention``: the pattern :mod:`fxminimize.passes.ops.attention_match` matches.
 
 Math: MHA(q, k, v) = W_o · concat_h softmax((W_q^h q)(W_k^h k)ᵀ/√D + mask) (W_v^h v) + b_o with
 W_q = in_proj_weight[:E], W_k = [E:2E], W_v = [2E:] — the same products in another grouping, so

@@ -44,8 +44,10 @@ def _add_explain_parser(sub) -> None:
                         "report as HTML/DOT)",
         description="Minimize MODEL and explain channel CHANNEL of NODE. MODEL is a built-in demo model "
                     "(lenet_300_100, resnet_small, convnext_small: masked as in `fxminimize demo`), a model "
-                    "of fxminimize.models.ZOO (unmasked), or MODULE:FACTORY, a function returning a model "
-                    "or (model, masks). NODE is an FX node name or a module path (its output node). "
+                    "of fxminimize.testing.zoo.ZOO (unmasked), or MODULE:FACTORY, a function returning a model "
+                    "or (model, masks), MODULE a dotted name importable from the current directory or a path "
+                    "to a .py file (the same rules as `fxminimize minimize --model`). NODE is an FX node "
+                    "name or a module path (its output node). "
                     "Without CHANNEL, the node's kept/removed channels are listed; without NODE, every "
                     "node with a channel space.")
     p.add_argument("model", metavar="MODEL")
@@ -74,13 +76,11 @@ def _explain_extra(parser, args, extra) -> None:
 
 
 def _load_model(spec: str, input_shape, seed: int):
-    import importlib
-
     import torch
 
     from .demo import DEMOS
     from .errors import MinimizationError
-    from .models import ZOO
+    from .testing.zoo import ZOO
 
     torch.manual_seed(seed)
     masks = None
@@ -93,12 +93,11 @@ def _load_model(spec: str, input_shape, seed: int):
         model = ZOO[spec][0]()
         shape = shape or ZOO[spec][1]
     elif ":" in spec:
-        mod, _, fn = spec.partition(":")
+        from .cli_models import ModelSpecError, load_model
         try:
-            obj = getattr(importlib.import_module(mod), fn)()
-        except (ImportError, AttributeError) as exc:
-            raise MinimizationError(f"cannot load {spec}: {exc}") from exc
-        model, masks = obj if isinstance(obj, tuple) else (obj, None)
+            model, masks = load_model(spec, option="MODEL")
+        except ModelSpecError as exc:
+            raise MinimizationError(str(exc)) from exc
         if shape is None:
             raise MinimizationError("--input-shape is needed for a MODULE:FACTORY model")
     else:
@@ -224,41 +223,16 @@ def _add_minimize_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the factory's weights and the example input")
 
 
-def _load_factory(spec: str):
-    import importlib
-    import importlib.util
-    import os
-
-    from .errors import MinimizationError
-    mod_name, sep, fn = spec.rpartition(":")
-    if not sep or not mod_name or not fn:
-        raise _CliError(f"--model {spec!r}: expected MODULE:FACTORY, e.g. mymodels.py:build or mypkg.models:build")
-    try:
-        if mod_name.endswith(".py") or os.sep in mod_name:
-            if not os.path.isfile(mod_name):
-                raise _CliError(f"--model: file not found: {mod_name}")
-            uspec = importlib.util.spec_from_file_location(
-                os.path.splitext(os.path.basename(mod_name))[0], os.path.abspath(mod_name))
-            module = importlib.util.module_from_spec(uspec)
-            uspec.loader.exec_module(module)
-        else:
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(mod_name)
-    except _CliError:
-        raise
-    except ImportError as exc:
-        raise _CliError(f"--model: cannot import {mod_name}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - the user's module failed to run
-        raise MinimizationError(f"--model: importing {mod_name} raised {type(exc).__name__}: {exc}") from exc
-    factory = getattr(module, fn, None)
-    if not callable(factory):
-        raise _CliError(f"--model: {mod_name} has no function {fn!r}")
-    return factory
-
-
 class _CliError(Exception):
     """A bad command line or input file (exit status 2)."""
+
+
+def _load_model_or_cli_error(spec: str):
+    from .cli_models import ModelSpecError, load_model
+    try:
+        return load_model(spec, option="--model")
+    except ModelSpecError as exc:
+        raise _CliError(str(exc)) from exc
 
 
 def _apply_checkpoint(model, path: str, masks):
@@ -308,20 +282,11 @@ def _cmd_minimize(args, write) -> int:
     import os
 
     import torch
-    import torch.nn as nn
 
     from .errors import MinimizationError
     try:
         torch.manual_seed(args.seed)
-        factory = _load_factory(args.model)
-        try:
-            obj = factory()
-        except Exception as exc:  # noqa: BLE001
-            raise MinimizationError(f"--model: {args.model}() raised {type(exc).__name__}: {exc}") from exc
-        model, masks = obj if isinstance(obj, tuple) and len(obj) == 2 else (obj, None)
-        if not isinstance(model, nn.Module):
-            raise _CliError(f"--model: {args.model}() returned {type(model).__name__}, not an nn.Module "
-                            "(or a tuple (model, masks))")
+        model, masks = _load_model_or_cli_error(args.model)
         if args.checkpoint:
             masks = _apply_checkpoint(model, args.checkpoint, masks)
         model.eval()

@@ -6,7 +6,7 @@ import time
 import torch
 
 from .api import minimize
-from .models import ZOO, example_input, induce_dead_channels, magnitude_masks
+from .testing.zoo import ZOO, example_input, induce_dead_channels, magnitude_masks
 
 
 def _lenet_masked():

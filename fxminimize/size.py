@@ -14,7 +14,7 @@
   a :class:`~fxminimize.compensated.CompensatedRMSNorm` module 2 (``count``, ``s2``).
 
 Used for ``Report.params_before``/``params_after``, :func:`fxminimize.masks.count_stored`
-(and so ``squeeze_release.deployable_size``) and the ``torch.compile`` backend's counts.
+(and so ``fxminimize.training.measure.deployable_size``) and the ``torch.compile`` backend's counts.
 """
 from __future__ import annotations
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import copy
 import gzip
+import os
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import torch
@@ -80,3 +83,15 @@ def synthetic_fashion_mnist(directory, n_train=512, n_test=256):
             imgs[i, 4 + 8 * r:8 + 8 * r, 2 + 5 * k:6 + 5 * k] = 250
         _write_idx(directory / f"{split}-images-idx3-ubyte", imgs)
         _write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
+
+
+TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools")
+
+
+def run_tool(script, args, timeout=600):
+    """Run ``tools/<script>`` with ``args`` in a subprocess (tests never import tools/); returns its
+    stdout, and fails with its stderr when it exits non-zero."""
+    out = subprocess.run([sys.executable, os.path.join(TOOLS, script), *args], capture_output=True, text=True,
+                         timeout=timeout, env=dict(os.environ, PYTHONSAFEPATH="1"))
+    assert out.returncode == 0, f"{script} exited {out.returncode}:\n{out.stderr[-3000:]}"
+    return out.stdout

@@ -21,10 +21,7 @@ PINS = Path(__file__).parent / "data" / "shape_pins.json"
 
 
 def _zoo():
-    try:
-        from fxminimize.testing.zoo import ZOO, example_input, magnitude_masks
-    except ImportError:  # before the testing subpackage existed
-        from fxminimize.models import ZOO, example_input, magnitude_masks
+    from fxminimize.testing.zoo import ZOO, example_input, magnitude_masks
     return ZOO, example_input, magnitude_masks
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 import fxminimize
-from fxminimize.models import ZOO, example_input, induce_dead_channels
+from fxminimize.testing.zoo import ZOO, example_input, induce_dead_channels
 from helpers import compare, shapes
 
 

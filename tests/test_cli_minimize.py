@@ -117,7 +117,7 @@ def test_bad_checkpoint_contents_and_failing_factory(tmp_path):
             "--out", str(tmp_path / "s.pt2"))
     _one_line_error(r, "does not fit the model", "missing")
     unsafe = tmp_path / "unsafe.pt"
-    from fxminimize.models import LeNet300100
+    from fxminimize.testing.zoo import LeNet300100
     torch.save({"state_dict": {}, "obj": LeNet300100()}, unsafe)   # needs full unpickling
     r = cli("--model", f"{MODEL_FILE}:plain", "--checkpoint", str(unsafe), "--input-shape", "2,3,16,16",
             "--out", str(tmp_path / "s.pt2"))

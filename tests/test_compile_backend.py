@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from fxminimize import compile_backend as cb
-from fxminimize.models import ZOO, example_input, induce_dead_channels
+from fxminimize.testing.zoo import ZOO, example_input, induce_dead_channels
 from helpers import compare
 
 BACKEND = cb.backend

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fxminimize.data import DatasetMissingError, TensorLoader, load_fashion_mnist, read_idx
+from fxminimize.training.data import (VAL_SIZE, DatasetMissingError, TensorLoader, load_fashion_mnist,
+                                     load_fashion_mnist_splits, read_idx)
 
 
 def _write_idx(path, arr, compress):
@@ -62,3 +63,21 @@ def test_tensor_loader_epochs_and_shards():
     shards = [torch.cat([b for _, b in TensorLoader(x, y, 2, seed=3, rank=r, world_size=2)]) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 5
     assert not set(shards[0].tolist()) & set(shards[1].tolist())
+
+
+def test_fixed_validation_split_is_the_last_10000_training_images(tmp_path):
+    from helpers import synthetic_fashion_mnist
+
+    assert VAL_SIZE == 10_000
+    synthetic_fashion_mnist(tmp_path, n_train=VAL_SIZE + 300, n_test=50)
+    xa, ya = load_fashion_mnist("train", str(tmp_path))
+    s = load_fashion_mnist_splits(str(tmp_path))
+    (xtr, ytr), (xv, yv), (xte, yte) = s
+    assert xtr.shape[0] == 300 and xv.shape[0] == VAL_SIZE and xte.shape[0] == 50
+    assert torch.equal(xtr, xa[:300]) and torch.equal(ytr, ya[:300])
+    assert torch.equal(xv, xa[300:]) and torch.equal(yv, ya[300:])   # the LAST 10,000, in file order
+    assert torch.equal(s.test[0], load_fashion_mnist("test", str(tmp_path))[0])
+    small = load_fashion_mnist_splits(str(tmp_path), val_size=100, flatten=True)
+    assert small.train[0].shape == (VAL_SIZE + 200, 784) and torch.equal(small.val[1], ya[-100:])
+    with pytest.raises(ValueError, match="val_size"):
+        load_fashion_mnist_splits(str(tmp_path), val_size=VAL_SIZE + 300)

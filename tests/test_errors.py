@@ -8,7 +8,7 @@ from torch.nn.utils import prune
 
 import fxminimize
 from fxminimize import MinimizationError
-from fxminimize.models import ZOO, example_input
+from fxminimize.testing.zoo import ZOO, example_input
 from helpers import assert_unchanged, minimize_and_check, shapes, state
 
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import fxminimize
 from fxminimize import explain as ex
-from fxminimize.models import ZOO, example_input, induce_dead_channels
+from fxminimize.testing.zoo import ZOO, example_input, induce_dead_channels
 
 
 class MLP(nn.Module):
@@ -159,7 +159,7 @@ def _check_all(res):
 @pytest.mark.parametrize("demo", ["resnet_small", "convnext_small"])
 def test_every_channel_of_a_demo_model_is_explained(demo):
     from fxminimize.demo import DEMOS
-    from fxminimize.models import example_input as inp
+    from fxminimize.testing.zoo import example_input as inp
 
     torch.manual_seed(0)
     build, zoo = DEMOS[demo]
@@ -175,7 +175,7 @@ def test_every_channel_with_a_barrier(barrier_mlp):
 
 def test_cli_explain(tmp_path):
     dot = tmp_path / "g.dot"
-    out = subprocess.run([sys.executable, "-m", "fxminimize", "explain", "fxminimize.models:unknown_op_mlp",
+    out = subprocess.run([sys.executable, "-m", "fxminimize", "explain", "fxminimize.testing.zoo:unknown_op_mlp",
                           "--input-shape", "2,20", "--dot", str(dot), "fc1", "3"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -1,6 +1,6 @@
-"""Fuzz minimize() with random architectures (fxminimize.fuzz; docs/fuzzing.md).
+"""Fuzz minimize() with random architectures (fxminimize.testing.fuzz; docs/fuzzing.md).
 
-- ``test_seeded_case``: ``N_CASES`` fixed seeds of ``fxminimize.fuzz.random_case``. A case
+- ``test_seeded_case``: ``N_CASES`` fixed seeds of ``fxminimize.testing.fuzz.random_case``. A case
   fails if minimize returns a model that differs from the masked original (rtol 1e-4,
   atol 1e-5·max(1, max|y|), fresh inputs at batch 1 and 5), raises anything but
   MinimizationError, raises an "internal error"/"does not match" MinimizationError, or modifies
@@ -20,7 +20,7 @@ import warnings
 import pytest
 import torch
 
-from fxminimize import fuzz
+from fxminimize.testing import fuzz
 
 N_CASES = int(os.environ.get("FXM_FUZZ_CASES", "200"))
 FIRST_SEED = 0

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import fxminimize
-from fxminimize.models import ZOO, example_input, induce_dead_channels
+from fxminimize.testing.zoo import ZOO, example_input, induce_dead_channels
 from helpers import compare, minimize_and_check, shapes
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,6 +1,6 @@
 """fxminimize.export_onnx: exact ONNX round trip (onnxruntime on fresh inputs against the original
 masked torch model) for every model of the foundation acceptance list (the zoo of
-fxminimize/models.py, HF ResNet and ConvNeXt small configs) and of the transformer list (the
+fxminimize/testing/zoo.py, HF ResNet and ConvNeXt small configs) and of the transformer list (the
 builders of tests/test_transformers.py). CompensatedLayerNorm exports as standard ONNX ops.
 
 Stated tolerance (fxminimize.verify, float32): |ŷ − y| ≤ 1e-5·max(1, max|y|) + 1e-4·|y|."""
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import fxminimize
-from fxminimize.models import ZOO, example_input, induce_dead_channels
+from fxminimize.testing.zoo import ZOO, example_input, induce_dead_channels
 
 # model → (module whose output channels are zeroed, channels, keep bias: CONST folded)
 DEAD = {

@@ -31,7 +31,7 @@ def test_a_pass_that_breaks_shapes_is_named(monkeypatch):
         return changed
 
     monkeypatch.setattr(LinearRule, "rewrite", broken)
-    from fxminimize.models import ZOO, example_input  # moves to fxminimize.testing.zoo
+    from fxminimize.testing.zoo import ZOO, example_input
     gm = capture(ZOO["lenet_300_100"][0](), (example_input("lenet_300_100"),)).gm
     with pytest.raises(AssertionError, match="after pass ops"):
         rewrite(gm, analyze(gm), check=True)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import fxminimize
-from fxminimize.models import induce_dead_channels
+from fxminimize.testing.zoo import induce_dead_channels
 
 PW1 = "encoder.stages.2.layers.4.pwconv1"
 KEPT_CHANNEL = 17          # 17 % 3 != 0: kept
@@ -92,6 +92,13 @@ def test_html_is_self_contained(convnext, tmp_path):
     assert not re.search(r"<(script|link|img|iframe)[^>]*\b(src|href)=", html)
     assert "@import" not in html and "url(" not in html
     assert set(re.findall(r"https?://[^\s\"'<>]+", html)) <= {"http://www.w3.org/2000/svg"}
+    # the template, style sheet and script are the package's resource files, inlined
+    from importlib.resources import files
+    assets = files("fxminimize").joinpath("report_assets")
+    assert html.startswith("<!DOCTYPE html>") and "%JS%" not in html and "%CSS%" not in html
+    for name in ("page.css", "page.js"):
+        text = assets.joinpath(name).read_text(encoding="utf-8")
+        assert len(text) > 1000 and text in html, name
     data = json.loads(re.search(r'<script type="application/json" id="fxm-data">(.*?)</script>', html,
                                 re.S).group(1))
     plan = convnext.plan
@@ -110,7 +117,9 @@ def test_dot(convnext, tmp_path):
     name = convnext.report.graph.get
     pw1 = [n for n in convnext.report.graph.nodes if n.module == PW1][0].name
     assert f'"{pw1}" [label="{pw1}\\nlinear \u00b7 {PW1}\\n1024/1536 channels kept' in dot
-    assert name(pw1) is not None
+    info = name(pw1)
+    assert (info.name, info.module) == (pw1, PW1) and info.target == "linear"
+    assert name("no such node") is None
     exe = shutil.which("dot")
     if exe is None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
@@ -144,7 +153,7 @@ def test_page_in_headless_chromium(convnext, tmp_path):
     pw1 = [n for n in convnext.report.graph.nodes if n.module == PW1][0].name
     assert pw1 in dom.nodes
     assert len(dom.nodes) == len(set(dom.nodes)) > 50
-    assert convnext.report.graph is not None
+    assert set(dom.nodes) <= {n.name for n in convnext.report.graph.nodes}
     # the explanation of a known kept channel, line for line the same as Report.explain
     expected = convnext.report.explain(PW1, KEPT_CHANNEL).splitlines()
     assert expected[0].startswith(f"channel {KEPT_CHANNEL} of {PW1} (") and expected[0].endswith("is kept because:")

@@ -3,25 +3,21 @@ structured criterion removes residual-stream channels in every cycle, each cycle
 previous cycle's output through its compensated LayerNorms (no rebuild), and both baselines run."""
 import json
 
-import pytest
-import torch
-
-from helpers import synthetic_fashion_mnist
+from helpers import run_tool, synthetic_fashion_mnist
 
 
-@pytest.fixture()
-def reproduce_cnn(import_tool):
-    return import_tool("reproduce_cnn")
+def _stage_dims(shapes, n_stages):
+    """Stage widths of a (minimized) ConvNeXtFM of tools/reproduce_cnn.py, from its weight shapes."""
+    return [shapes["stem.0.weight"][0]] + [shapes[f"downsample.{i}.1.weight"][0] for i in range(n_stages - 1)]
 
 
-def test_reproduce_cnn_small_run(tmp_path, reproduce_cnn):
-    from fxminimize import squeeze_release as sr
+def test_reproduce_cnn_small_run(tmp_path):
+    from fxminimize import training as sr
     from fxminimize.compensated import COMPENSATED_LAYER_NORM
 
     synthetic_fashion_mnist(tmp_path, n_train=256, n_test=128)
     out = tmp_path / "cnn.json"
-    torch.manual_seed(0)
-    reproduce_cnn.main(["--data-dir", str(tmp_path), "--seeds", "0", "--dims", "8", "16", "--depths", "1", "1",
+    run_tool("reproduce_cnn.py", ["--data-dir", str(tmp_path), "--seeds", "0", "--dims", "8", "16", "--depths", "1", "1",
                         "--dense-epochs", "1", "--ft-epochs", "1", "--train-epochs", "1", "--keep", "0.6",
                         "--max-drop-stream", "0.3", "--extra", "0", "--max-cycles", "3", "--floor", "0",
                         "--label-smoothing", "0.1", "--single-ratios", "4", "--scratch-matched", "--threads", "1",
@@ -29,7 +25,7 @@ def test_reproduce_cnn_small_run(tmp_path, reproduce_cnn):
     run = json.loads(out.read_text())["runs"][0]
     hist = run["squeeze_release"]["history"]
     assert [r["cycle"] for r in hist] == [0, 1, 2, 3]
-    dims = [reproduce_cnn.family_config(r["shapes"], (1, 1))["dims"] for r in hist]
+    dims = [_stage_dims(r["shapes"], 2) for r in hist]
     # stream channels of both stages leave in cycles 2 and 3 too: through the LayerNorms that
     # cycle 1 already compensated
     for before, after in zip(dims[1:], dims[2:]):

@@ -3,20 +3,14 @@ behind docs/results.md must run, land its cycles at the requested compressions, 
 baselines and the label-smoothing reference, and print its tables (seconds, no real data)."""
 import json
 
-import pytest
-
+from helpers import run_tool
 from helpers import synthetic_fashion_mnist as _dataset
 
 
-@pytest.fixture()
-def reproduce_fc(import_tool):
-    return import_tool("reproduce_fc")
-
-
-def test_reproduce_fc_small_run(tmp_path, reproduce_fc, capsys):
+def test_reproduce_fc_small_run(tmp_path):
     _dataset(tmp_path)
     out = tmp_path / "fc.json"
-    reproduce_fc.main(["--data-dir", str(tmp_path), "--seeds", "0", "--criterion", "unit", "--shrink", "0.7",
+    run_tool("reproduce_fc.py", ["--data-dir", str(tmp_path), "--seeds", "0", "--criterion", "unit", "--shrink", "0.7",
                        "--cycle-ratios", "1.5", "3", "--shrink-steps", "10", "--max-cycles", "2",
                        "--dense-epochs", "2", "--ft-epochs", "1", "--train-epochs", "1", "--floor", "0",
                        "--label-smoothing", "0.2", "--lr-schedule", "cosine", "--single-ratios", "3",
@@ -36,7 +30,6 @@ def test_reproduce_fc_small_run(tmp_path, reproduce_fc, capsys):
     assert 3.0 <= sp["ratio"] <= 3.3 and sp["epochs_total"] == hist[-1]["epochs_total"]
     # one scratch network per cycle, of exactly that cycle's deployable size
     assert [s["params"] for s in run["scratch"]] == [r["params"] for r in hist[1:]]
-    reproduce_fc.main(["--summary", "--out", str(out)])
-    text = capsys.readouterr().out
+    text = run_tool("reproduce_fc.py", ["--summary", "--out", str(out)])
     assert "Against the dense network trained with the same recipe" in text
     assert "| 2 |" in text and "single pass: target ratio" in text

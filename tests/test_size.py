@@ -8,7 +8,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 import fxminimize
-from fxminimize import squeeze_release as sr
+from fxminimize.training import measure as sr
 from fxminimize.compensated import COMPENSATED_LAYER_NORM, CompensatedLayerNorm, CompensatedRMSNorm
 from fxminimize.masks import count_stored
 from fxminimize.size import COMPENSATED_SCALARS, graph_scalar_elements, stored_elements, tensor_elements

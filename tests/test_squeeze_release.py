@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fxminimize
-from fxminimize import squeeze_release as sr
+from fxminimize import training as sr
+from fxminimize.passes.gathers import compose_gathers, is_index_select
 
 
 def _data(n=256, d=24, seed=0):
@@ -321,12 +322,12 @@ def test_compose_gathers_folds_input_index_chain():
     second = fxminimize.minimize(first.eval(), (x[:4],)).module
     ref = second(x)
     n_before = sr.deployable_size(second)
-    gathers = lambda m: sum(1 for n in m.graph.nodes if sr._is_index_select(n))  # noqa: E731
+    gathers = lambda m: sum(1 for n in m.graph.nodes if is_index_select(n))  # noqa: E731
     chained = gathers(second)
-    removed = sr.compose_gathers(second)
+    removed = compose_gathers(second)
     assert removed == chained - 1 and gathers(second) == 1
     assert torch.equal(second(x), ref) and sr.deployable_size(second) < n_before
-    assert sr.compose_gathers(model) == 0  # not a GraphModule: left alone
+    assert compose_gathers(model) == 0  # not a GraphModule: left alone
 
 
 def test_checkpoint_does_not_store_the_base_of_a_view(tmp_path):
@@ -406,3 +407,34 @@ def test_per_cycle_epochs_sequence():
     res = run.run(resume=False)
     assert [(r.epochs, r.epochs_total) for r in res.history[1:]] == [(3, 3), (1, 4), (3, 7)]
     assert epochs_seen == [(1, "finetune", 1), (1, "train", 2), (2, "train", 1), (3, "train", 3)]
+
+
+def test_history_records_the_self_check(tmp_path):
+    """Every cycle's record, in memory and in history.json, holds minimize's self-check of its
+    squeeze: the report's max_abs_error and verified_checks (cycle 0, no squeeze: None)."""
+    from fxminimize.training import cycle as cycle_mod
+
+    reports = []
+    real_minimize = cycle_mod.minimize
+
+    def spying_minimize(*args, **kw):
+        res = real_minimize(*args, **kw)
+        reports.append(res.report)
+        return res
+
+    model = _mlp()
+    train_fn(model, adam(model.parameters()), 3, {"phase": "dense"})
+    cycle_mod.minimize = spying_minimize
+    try:
+        res = _sr(model, schedule=0.5, max_cycles=2, checkpoint_dir=str(tmp_path)).run(resume=False)
+    finally:
+        cycle_mod.minimize = real_minimize
+    h = res.history
+    assert len(h) == 3 and len(reports) == 2
+    assert h[0].max_abs_error is None and h[0].verified_checks is None
+    data = json.loads((tmp_path / "history.json").read_text())["history"]
+    for rec, saved, rep in zip(h[1:], data[1:], reports):
+        assert rep.verified_checks > 0
+        assert rec.verified_checks == saved["verified_checks"] == rep.verified_checks
+        assert rec.max_abs_error == saved["max_abs_error"] == rep.max_abs_error
+        assert 0.0 <= rec.max_abs_error < 1e-3

@@ -7,7 +7,7 @@
 
 Models (random weights: no download; speed does not depend on the values):
 
-* ``lenet``: LeNet-300-100 (fxminimize.models), input (B, 784).
+* ``lenet``: LeNet-300-100 (fxminimize.testing.zoo), input (B, 784).
 * ``convnext_tiny``: Hugging Face ``ConvNextModel(ConvNextConfig())`` = ConvNeXt-Tiny, input
   (B, 3, res, res).
 * ``gpt2``: a small GPT-2 (``GPT2Model``, 4 layers, width 256, 8 heads, vocab 1000), input
@@ -16,7 +16,7 @@ Models (random weights: no download; speed does not depend on the values):
 Pruning at structured sparsity s (what the minimizer can turn into smaller tensors):
 
 1. global unstructured magnitude pruning of every Linear/Conv weight at 50%
-   (``fxminimize.models.magnitude_masks``; zeros inside kept rows do not make dense kernels faster,
+   (``fxminimize.testing.zoo.magnitude_masks``; zeros inside kept rows do not make dense kernels faster,
    so this changes neither FLOPs ratio nor speed: it is there to show it does no harm);
 2. channel zeroing by magnitude: the fraction s of lowest-L1 channels is zeroed
    * LeNet: hidden neurons of fc1 and fc2 (rows and biases);
@@ -51,7 +51,7 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
 import fxminimize  # noqa: E402
-from fxminimize.models import lenet_300_100, magnitude_masks  # noqa: E402
+from fxminimize.testing.zoo import lenet_300_100, magnitude_masks  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- pruning

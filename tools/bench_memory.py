@@ -65,7 +65,7 @@ def build(mask: str, seed: int = 0):
     import torch
     from transformers import ConvNextConfig, ConvNextModel
 
-    from fxminimize.models import magnitude_masks
+    from fxminimize.testing.zoo import magnitude_masks
 
     torch.manual_seed(seed)
     model = ConvNextModel(ConvNextConfig()).eval()

@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore")
 import torch  # noqa: E402
 
 import fxminimize  # noqa: E402
-from fxminimize.models import magnitude_masks  # noqa: E402
+from fxminimize.testing.zoo import magnitude_masks  # noqa: E402
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fxminimize import squeeze_release as sr
+from fxminimize import training as sr
 
 
 def make_data(n: int = 512, d: int = 32, seed: int = 0):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fuzz fxminimize.minimize with random architectures (fxminimize.fuzz).
+"""Fuzz fxminimize.minimize with random architectures (fxminimize.testing.fuzz).
 
     python tools/fuzz.py --cases 10000 --seed 0 --out fuzz_out
     python tools/fuzz.py --replay tests/fuzz_cases/<file>.json      # rerun one saved case
@@ -42,7 +42,7 @@ def _setup():
 
 
 def run_spec(spec):
-    from fxminimize import fuzz
+    from fxminimize.testing import fuzz
     try:
         model, ex, desc = fuzz.build_case(spec)
     except Exception as e:  # noqa: BLE001 - a broken (e.g. hand-shrunk) spec
@@ -146,7 +146,7 @@ def _drop_block(spec, i):
 
 def save_case(out_dir, name, spec, outcome, seed=None):
     os.makedirs(out_dir, exist_ok=True)
-    from fxminimize import fuzz
+    from fxminimize.testing import fuzz
     path = os.path.join(out_dir, f"{name}.json")
     rec = {"seed": seed, "status": outcome.status, "message": outcome.message[:4000],
            "description": fuzz.describe(spec),
@@ -168,7 +168,7 @@ def main(argv=None):
     ap.add_argument("-v", "--verbose", action="store_true", help="print every case")
     args = ap.parse_args(argv)
     _setup()
-    from fxminimize import fuzz
+    from fxminimize.testing import fuzz
     from tqdm import tqdm
 
     if args.replay:

@@ -59,8 +59,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reproduce_fc import cycle_tables, plot, run_seeds, summarize  # noqa: E402
 
-from fxminimize import squeeze_release as sr  # noqa: E402
-from fxminimize.data import TensorLoader, load_fashion_mnist  # noqa: E402
+from fxminimize import training as sr  # noqa: E402
+from fxminimize.training.data import TensorLoader, load_fashion_mnist  # noqa: E402
 
 log = logging.getLogger("reproduce_cnn")
 

@@ -38,9 +38,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fxminimize import squeeze_release as sr
-from fxminimize.data import TensorLoader, load_fashion_mnist
-from fxminimize.models import LeNet300100
+from fxminimize import training as sr
+from fxminimize.training.data import TensorLoader, load_fashion_mnist
+from fxminimize.testing.zoo import LeNet300100
 
 log = logging.getLogger("reproduce_fc")
 CRITERIA = {"magnitude": sr.magnitude_scores, "lamp": sr.lamp_scores, "unit": sr.unit_scores}

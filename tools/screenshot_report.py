@@ -27,7 +27,7 @@ def build_report():
     from transformers import ConvNextConfig, ConvNextModel
 
     import fxminimize
-    from fxminimize.models import induce_dead_channels
+    from fxminimize.testing.zoo import induce_dead_channels
 
     torch.manual_seed(0)
     m = ConvNextModel(ConvNextConfig()).eval()

@@ -86,10 +86,7 @@ def test_bn_scale_zero_removes_producer_rows_and_consumer_columns(beta):
 
 
 def _zoo():
-    try:
-        from fxminimize.testing.zoo import ZOO
-    except ImportError:
-        from fxminimize.models import ZOO
+    from fxminimize.testing.zoo import ZOO
     return ZOO
 
 

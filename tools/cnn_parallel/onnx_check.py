@@ -1,7 +1,7 @@
 """ONNX bytes (without debug metadata) of a CNN run's checkpoints: onnx_check.py CKPT_DIR CYCLE..."""
 import sys, torch
-from fxminimize import squeeze_release as sr
-from fxminimize.data import load_fashion_mnist
+from fxminimize import training as sr
+from fxminimize.training.data import load_fashion_mnist
 xtr, _ = load_fashion_mnist("train", limit=8)
 ex = (xtr[:4].clone(),)
 ck = sys.argv.pop(1) + "/cycle_%03d.pt2"  # the run's checkpoint folder; then cycle numbers

@@ -4,8 +4,8 @@ same optimizer / lr schedule / batch as the script."""
 import json, os, sys, time, argparse, torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import reproduce_cnn as rc
-from fxminimize import squeeze_release as sr
-from fxminimize.data import TensorLoader, load_fashion_mnist
+from fxminimize import training as sr
+from fxminimize.training.data import TensorLoader, load_fashion_mnist
 ap = argparse.ArgumentParser()
 ap.add_argument("--history"); ap.add_argument("--cycles", type=int, nargs="+"); ap.add_argument("--out")
 ap.add_argument("--seed", type=int, default=0); ap.add_argument("--epochs", type=int, default=6)

@@ -2,7 +2,7 @@
 import sys, os, copy, torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import reproduce_cnn as rc
-from fxminimize import squeeze_release as sr
+from fxminimize import training as sr
 from fxminimize import minimize
 torch.manual_seed(0)
 depths=(2,2)

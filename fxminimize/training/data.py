@@ -9,6 +9,12 @@ big-endian uint32 sizes, then the data in row-major order (here always uint8, co
 Images are returned as float32 in [0, 1] of shape ``(N, 1, 28, 28)`` (``flatten=True``: ``(N, 784)``),
 optionally standardised with the training set's mean and std (:data:`MEAN`, :data:`STD`).
 Labels are int64 of shape ``(N,)``.
+
+Validation split (:func:`load_fashion_mnist_splits`): fixed, never shuffled: the **last 10,000**
+(:data:`VAL_SIZE`) of the 60,000 training images are the validation set, the first 50,000 the
+training set, and the 10,000 ``t10k`` images the test set. Tune on ``val``; report ``test``.
+(:data:`MEAN` and :data:`STD` stay those of all 60,000 training images, so the normalisation
+is the same whichever split a model was tuned on.)
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import gzip
 import os
 import struct
 from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,6 +35,8 @@ FILES = {
 }
 #: mean and std of the training images scaled to [0, 1] (all 60,000 images, all pixels)
 MEAN, STD = 0.2860, 0.3530
+#: size of the validation split: the last VAL_SIZE training images (see the module docstring)
+VAL_SIZE = 10_000
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -97,6 +105,28 @@ def load_fashion_mnist(split: str = "train", directory: Optional[str] = None, *,
     if flatten:
         x = x.reshape(x.shape[0], -1)
     return x.contiguous(), torch.from_numpy(labels.astype(np.int64))
+
+
+class Splits(NamedTuple):
+    """``(images, labels)`` of the training, validation and test splits."""
+
+    train: Tuple[torch.Tensor, torch.Tensor]
+    val: Tuple[torch.Tensor, torch.Tensor]
+    test: Tuple[torch.Tensor, torch.Tensor]
+
+
+def load_fashion_mnist_splits(directory: Optional[str] = None, *, flatten: bool = False, normalize: bool = True,
+                              val_size: int = VAL_SIZE) -> Splits:
+    """The fixed train / validation / test split: ``val`` is the last ``val_size`` (default
+    :data:`VAL_SIZE` = 10,000) images of the training file, ``train`` the ones before them (50,000
+    of the real data set), ``test`` the ``t10k`` file. Same options as :func:`load_fashion_mnist`.
+    Raises ``ValueError`` when the training file does not hold more than ``val_size`` images."""
+    x, y = load_fashion_mnist("train", directory, flatten=flatten, normalize=normalize)
+    if not 0 < val_size < x.shape[0]:
+        raise ValueError(f"val_size must be in (0, {x.shape[0]}) for {x.shape[0]} training images, got {val_size}")
+    cut = x.shape[0] - val_size
+    test = load_fashion_mnist("test", directory, flatten=flatten, normalize=normalize)
+    return Splits((x[:cut], y[:cut]), (x[cut:], y[cut:]), test)
 
 
 @dataclass
