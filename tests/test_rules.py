@@ -133,7 +133,7 @@ def test_conv_unpadded_consumer_folds_nonzero_constant():
     assert shapes(r.module)["c2.weight"] == (8, 6, 3, 3)
 
 
-def test_grouped_conv_removes_whole_groups():
+def test_grouped_conv_removes_a_dead_group():
     m = ConvNet(groups=4, bn=False).eval()
     dead_rows(m.c1, [2, 3, 5])  # group 1 (channels 2,3) entirely dead; 5 alone is not a group
     with torch.no_grad():

@@ -33,7 +33,7 @@ def test_const_filter_under_zero_padding_is_kept():
     assert kept(r.plan, node_of(r.plan, "conv2d")) == [1, 2, 3, 4, 5, 6, 7]
 
 
-def test_grouped_conv_loses_whole_groups_only():
+def test_grouped_conv_loses_an_equal_number_from_each_group():
     m = Two(groups=4).eval()          # b: 4 groups of 2 inputs
     dead(m.a, [2, 3], bias=0.0)       # group 1 entirely dead
     dead(m.a, [4], bias=0.0)          # group 2 half dead: kept
