@@ -79,6 +79,20 @@ class DropoutRule(UnaryRule):
 register(aten.dropout.default)(DropoutRule)
 
 
+@register(aten.type_as.default)
+class TypeAsRule(UnaryRule):
+    """x.type_as(other): a cast of x to other's dtype, channel by channel (other's values are not
+    read, only its dtype). CONST(v) ↦ CONST(v rounded to that dtype)."""
+
+    kind = "cast"
+
+    def fmap(self, cx, n, v):
+        dtype = n.meta["val"].dtype
+        if not dtype.is_floating_point:
+            return None
+        return torch.from_numpy(v.copy()).to(dtype).double().numpy()
+
+
 
 class SoftmaxRule(_Channelwise):
     """softmax along a non-channel dim acts channel by channel (values become LIVE)."""
@@ -244,11 +258,18 @@ class InPlaceUnaryRule(_InPlace, UnaryRule):
     pass
 
 
+class InPlaceDropoutRule(_InPlace, DropoutRule):
+    """``dropout_(x, p, train=False)`` (torchvision's EfficientNet, MNASNet, MobileNetV3 in eval):
+    the identity, as long as x is not read again afterwards."""
+
+
 _FUNCTIONAL = {aten.add_.Tensor: aten.add.Tensor, aten.mul_.Tensor: aten.mul.Tensor,
                aten.sub_.Tensor: aten.sub.Tensor, aten.div_.Tensor: aten.div.Tensor,
                aten.relu_.default: aten.relu.default, aten.hardtanh_.default: aten.hardtanh.default,
                aten.silu_.default: aten.silu.default, aten.sigmoid_.default: aten.sigmoid.default,
-               aten.leaky_relu_.default: aten.leaky_relu.default, aten.hardswish_.default: aten.hardswish.default}
+               aten.leaky_relu_.default: aten.leaky_relu.default, aten.hardswish_.default: aten.hardswish.default,
+               aten.dropout_.default: aten.dropout.default}
+register_many(InPlaceDropoutRule(), [aten.dropout_.default])
 register_many(InPlaceBinaryRule(), [aten.add_.Tensor, aten.mul_.Tensor, aten.sub_.Tensor, aten.div_.Tensor])
 register_many(InPlaceUnaryRule(), [aten.relu_.default, aten.hardtanh_.default, aten.silu_.default,
                                    aten.sigmoid_.default, aten.leaky_relu_.default, aten.hardswish_.default])

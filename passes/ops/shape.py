@@ -34,7 +34,7 @@ class PermuteRule(_Channelwise):
         return d1 if ax == d0 else d0 if ax == d1 else ax
 
 
-register_many(PermuteRule(), [aten.permute.default, aten.transpose.int, aten.t.default])
+register_many(PermuteRule(), [aten.permute.default, aten.transpose.int, aten.t.default, aten.swapaxes.default])
 
 
 class SqueezeRule(_Channelwise):
@@ -256,3 +256,52 @@ class RollRule(_Channelwise):
             cx.hint(n, "roll over the channel dimension")
             return None
         return ax
+
+
+class ResampleRule(_Channelwise):
+    """upsample_*/interpolate: each output position is a convex combination (nearest: a copy) of
+    input positions of the same channel over the trailing spatial dims, so channels map one to
+    one and CONST(v) stays CONST(v) (a combination of equal values with weights summing to 1)."""
+
+    kind = "resample"
+    spatial = 2
+
+    def out_axis(self, cx, n, ax):
+        if ax >= _nd(n) - self.spatial:
+            cx.hint(n, "resampling along the channel dimension")
+            return None
+        return ax
+
+
+register_many(ResampleRule(), [aten.upsample_nearest2d.vec, aten.upsample_bilinear2d.vec,
+                               aten.upsample_nearest2d.default, aten.upsample_bilinear2d.default])
+
+
+@register(aten.pad.default, aten.constant_pad_nd.default)
+class PadRule(_Channelwise):
+    """pad(x, [l_last, r_last, l_prev, r_prev, ...], mode, value) on dims that are not the channel
+    dim: channels map one to one. CONST(v) stays CONST(v) under reflect/replicate/circular padding
+    and under constant padding with value v; otherwise the padded border differs (LIVE)."""
+
+    kind = "pad"
+
+    def padded_dims(self, n):
+        pads = list(n.args[1])
+        return [_nd(n) - 1 - i for i in range(len(pads) // 2) if pads[2 * i] or pads[2 * i + 1]]
+
+    def out_axis(self, cx, n, ax):
+        if ax in self.padded_dims(n):
+            cx.hint(n, "pads the channel dimension")
+            return None
+        return ax
+
+    def fmap(self, cx, n, v):
+        if n.target is aten.constant_pad_nd.default:
+            mode, value = "constant", (n.args[2] if len(n.args) > 2 else 0.0)
+        else:
+            mode = n.args[2] if len(n.args) > 2 else n.kwargs.get("mode", "constant")
+            value = n.args[3] if len(n.args) > 3 else n.kwargs.get("value", None)
+            value = 0.0 if value is None else value
+        if mode != "constant" or not self.padded_dims(n):
+            return v
+        return None if np.any(v != float(value)) else v

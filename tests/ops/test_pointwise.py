@@ -58,3 +58,23 @@ def test_inplace_relu_behaves_like_relu():
     dead(m.a, [1], bias=-1.0)  # relu(-1) = 0
     r = minimize_and_check(m, (torch.randn(2, 4),))
     assert shapes(r.module)["b.weight"] == (3, 5)
+
+
+class CastDrop(nn.Module):
+    """type_as and eval-mode in-place dropout (torchvision's EfficientNet classifier)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.nn.functional.dropout(self.a(x).type_as(x), 0.2, training=False, inplace=True)
+        return self.b(h)
+
+
+def test_type_as_and_inplace_eval_dropout_pass_channels_through():
+    m = CastDrop().eval()
+    dead(m.a, [0, 3], bias=0.25)      # CONST(0.25) through the cast and dropout, folded into b
+    r = minimize_and_check(m, (torch.randn(2, 4),))
+    assert shapes(r.module)["a.weight"] == (4, 4) and shapes(r.module)["b.weight"] == (3, 4)
+    assert r.report.barriers == ()

@@ -1,4 +1,5 @@
 """passes/ops/shape.py: flatten (merge map), head split (split map), permute, slice."""
+import pytest
 import torch
 import torch.nn as nn
 
@@ -79,3 +80,35 @@ def test_roll_over_the_channel_dim_is_a_barrier():
     dead(m.c, [0, 4], bias=0.0)
     r = minimize_and_check(m, (torch.randn(2, 3, 6, 6),))
     assert any(b.op.startswith("roll") and "channel" in b.reason for b in r.report.barriers)
+
+
+class Layout(nn.Module):
+    """swapaxes, constant pad and nearest/bilinear upsampling on spatial dims."""
+
+    def __init__(self, mode="nearest", pad_value=0.0):
+        super().__init__()
+        self.mode, self.pad_value = mode, pad_value
+        self.c, self.d = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        y = self.c(x).swapaxes(2, 3)
+        y = torch.nn.functional.pad(y, (1, 1, 2, 0), value=self.pad_value)
+        y = torch.nn.functional.interpolate(y, scale_factor=2.0, mode=self.mode)
+        return self.d(y)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_swapaxes_pad_upsample_keep_channels_one_to_one(mode):
+    m = Layout(mode).eval()
+    dead(m.c, [1, 4], bias=0.0)       # ZERO: padding with 0 keeps it ZERO
+    r = minimize_and_check(m, (torch.randn(2, 3, 5, 7),))
+    assert shapes(r.module)["c.weight"] == (4, 3, 1, 1) and shapes(r.module)["d.weight"] == (2, 4, 1, 1)
+    assert r.report.barriers == ()
+
+
+def test_constant_pad_of_a_nonzero_constant_is_not_uniform():
+    m = Layout().eval()
+    dead(m.c, [1], bias=0.5)          # CONST(0.5) padded with 0: the border differs, so LIVE
+    r = minimize_and_check(m, (torch.randn(2, 3, 5, 7),))
+    assert shapes(r.module)["d.weight"] == (2, 6, 1, 1)
+    assert not r.plan.const_mask[node_of(r.plan, "pad")][1]
