@@ -15,7 +15,7 @@ from torch.utils import _pytree as pytree
 
 from .analysis import Plan, analyze
 from .canonicalize import canonicalize
-from .capture import _batch_is_dynamic, batch_dynamic_shapes, capture
+from .capture import _batch_is_dynamic, batch_dynamic_shapes, capture, input_symbols
 from .errors import MinimizationError
 from .explain import describe_graph
 from .masks import check_model, masked_copy, needs_copy, unshare
@@ -37,10 +37,13 @@ class MinimizeResult:
     plan: Plan
     example_inputs: tuple
     dynamic_batch: bool
+    dynamic_shapes: Any = None  # the spec the model was captured with
 
     def save(self, path: str) -> None:
-        """Write the minimized model as a torch.export program (``.pt2``)."""
-        shapes = batch_dynamic_shapes(self.example_inputs) if self.dynamic_batch else None
+        """Write the minimized model as a torch.export program (``.pt2``), with the same dims
+        dynamic as the capture."""
+        shapes = self.dynamic_shapes if self.dynamic_shapes is not None else (
+            batch_dynamic_shapes(self.example_inputs) if self.dynamic_batch else None)
         ep = torch.export.export(self.module, self.example_inputs, dynamic_shapes=shapes, strict=False)
         torch.export.save(ep, path)
 
@@ -95,7 +98,7 @@ def run_on_examples(model: nn.Module, example_inputs: tuple) -> None:
 
 
 def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Tensor]] = None, *,
-             verify_result: bool = True, dynamic_batch: bool = True) -> MinimizeResult:
+             verify_result: bool = True, dynamic_batch: bool = True, dynamic_sizes: bool = True) -> MinimizeResult:
     """Rewrite a masked model into a smaller dense model computing the same function.
 
     ``model``: an ``nn.Module`` (weights with exact zeros, ``torch.nn.utils.prune``
@@ -103,10 +106,16 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     ``torch.export.ExportedProgram``. ``example_inputs``: a tuple of positional arguments.
     ``masks``: optional ``{parameter name: bool tensor}`` (True keeps).
 
+    ``dynamic_batch``: the result accepts other batch sizes. ``dynamic_sizes`` (with
+    ``dynamic_batch``): it also accepts other values of whatever other input sizes the model
+    allows (sequence length, image size); if capturing or verifying that way fails, the
+    capture falls back to a dynamic batch only, and the report says so.
+
     The result is checked against the masked model on the example inputs and fresh random
-    inputs (also at other batch sizes); if any output differs beyond the tolerance stated in
-    :mod:`fxminimize.verify`, :class:`MinimizationError` is raised. The user's model is never
-    modified.
+    inputs (also at other batch sizes and other sizes); if any output differs beyond the
+    tolerance stated in :mod:`fxminimize.verify`, :class:`MinimizationError` is raised. The
+    result never stores more elements than the input (a rewrite that would is not made). The
+    user's model is never modified.
     """
     if not isinstance(example_inputs, tuple):
         raise MinimizationError("example_inputs must be a tuple of positional arguments, "
@@ -124,34 +133,50 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     work = masked_copy(model, masks) if copied else model
     check_model(work)
     run_on_examples(work, example_inputs)
-    canon, canon_notes = work, []
+    canon, notes = work, []
     if any(type(m) is nn.MultiheadAttention for m in work.modules()):
         canon = copy.deepcopy(work)  # verification still compares against the unchanged copy
-        canon_notes = canonicalize(canon)
-    cap = capture(canon, example_inputs, dynamic_batch=dynamic_batch)
-    t1 = time.perf_counter()
+        notes = canonicalize(canon)
+    sizes = dynamic_batch and dynamic_sizes
     try:
-        plan = analyze(cap.gm)
-        t2 = time.perf_counter()
-        small, stats = rewrite(cap.gm, plan)
-        small.train(model.training)  # same mode as the user's model (check_model: eval-safe)
-    except Exception as exc:  # noqa: BLE001 - an internal failure must not surface half-done
-        raise MinimizationError(f"internal error while minimizing ({type(exc).__name__}: {exc}); "
-                                "the model was not changed. Please report this model.") from exc
-    t3 = time.perf_counter()
+        run = _run(canon, work, example_inputs, dynamic_batch, sizes, verify_result)
+    except MinimizationError as exc:
+        if not sizes:
+            raise
+        log.debug("capture with every size dynamic failed; retrying with a dynamic batch only", exc_info=exc)
+        run = _run(canon, work, example_inputs, dynamic_batch, False, verify_result)
+        notes.append("only the example's sizes (beyond the batch) are accepted: with them dynamic, "
+                     f"{str(exc).splitlines()[0]}")
+    cap, plan, small, stats, res, times = run
+    t_end = time.perf_counter()
     removed = {name: (plan.size[name], len(plan.keep[name])) for name in plan.keep
                if len(plan.keep[name]) < plan.size[name]}
-    report = Report(params_before=stored_elements(work), params_after=stored_elements(small), groups=plan.groups,
+    before, after = stored_elements(work), stored_elements(small)
+    if after > before:  # never larger: the rewrite does not pay (restore buffers, index tensors)
+        notes.append(f"the rewrite would store {after:,} elements against {before:,}: not made; "
+                     "the returned model is the captured original")
+        small, stats, removed = _unrewritten(cap.unfolded, model.training), {}, {}
+        after = stored_elements(small)
+        if verify_result:
+            res = verify(work, small, example_inputs, cap.dynamic_batch, input_symbols(cap.gm), cap.dynamic_sizes)
+            if not res.ok:
+                raise MinimizationError("the captured model does not match the original; refusing to return it. "
+                                        + res.message)
+    report = Report(params_before=before, params_after=after, groups=plan.groups,
                     barriers=plan.barriers, removed=removed, plan=plan, graph=describe_graph(cap.gm))
-    report.notes.extend(canon_notes)
+    report.notes.extend(notes)
+    report.pass_stats = dict(stats)
+    if cap.dynamic_sizes:
+        where: dict = {}
+        for i, dims in enumerate(input_symbols(cap.gm)):
+            for d, sym in dims.items():
+                where.setdefault(sym, f"input {i} dim {d}")
+        report.notes.append("accepts other sizes of: " + ", ".join(
+            f"{where.get(k, k)} (example {v})" for k, v in sorted(cap.dynamic_sizes.items(), key=lambda kv: where.get(kv[0], kv[0]))))
     if not plan.anything_removed:
         report.notes.append("nothing to remove: no channel is unused or constant-foldable; "
                             "the returned model is equal to the input")
-    if verify_result:
-        res = verify(work, small, example_inputs, cap.dynamic_batch)
-        if not res.ok:
-            raise MinimizationError("the minimized model does not match the original; refusing to return it. "
-                                    + res.message)
+    if res is not None:
         report.max_abs_error = res.max_abs_error
         report.verified_checks = res.checks
         report.skipped_checks = list(res.skipped)
@@ -159,7 +184,36 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
             log.info("verification skipped %s", c)
     if not copied:
         unshare(small, model)  # the result owns its tensors (only now: no full copy held before)
-    t4 = time.perf_counter()
-    report.timings = {"capture": t1 - t0, "analysis": t2 - t1, "rewrite": t3 - t2, "verify": t4 - t3}
+    report.timings = {"capture": times[0] - t0, "analysis": times[1] - times[0], "rewrite": times[2] - times[1],
+                      "verify": t_end - times[2]}
     log.info("minimized: %d -> %d params", report.params_before, report.params_after)
-    return MinimizeResult(small, report, plan, example_inputs, cap.dynamic_batch)
+    return MinimizeResult(small, report, plan, example_inputs, cap.dynamic_batch, cap.dynamic_shapes)
+
+
+def _unrewritten(gm: fx.GraphModule, training: bool) -> fx.GraphModule:
+    out = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="MinimizedModule")
+    out.train(training)
+    return out
+
+
+def _run(canon, work, example_inputs, dynamic_batch: bool, dynamic_sizes: bool, verify_result: bool):
+    """Capture, analyse, rewrite and verify once: (captured, plan, module, pass stats, verify
+    result or None, (t_capture, t_analysis, t_rewrite) end times)."""
+    cap = capture(canon, example_inputs, dynamic_batch=dynamic_batch, dynamic_sizes=dynamic_sizes)
+    t1 = time.perf_counter()
+    try:
+        plan = analyze(cap.gm)
+        t2 = time.perf_counter()
+        small, stats = rewrite(cap.gm, plan)
+        small.train(work.training)  # same mode as the user's model (check_model: eval-safe)
+    except Exception as exc:  # noqa: BLE001 - an internal failure must not surface half-done
+        raise MinimizationError(f"internal error while minimizing ({type(exc).__name__}: {exc}); "
+                                "the model was not changed. Please report this model.") from exc
+    t3 = time.perf_counter()
+    res = None
+    if verify_result:
+        res = verify(work, small, example_inputs, cap.dynamic_batch, input_symbols(cap.gm), cap.dynamic_sizes)
+        if not res.ok:
+            raise MinimizationError("the minimized model does not match the original; refusing to return it. "
+                                    + res.message)
+    return cap, plan, small, stats, res, (t1, t2, t3)

@@ -13,6 +13,7 @@ argument and output structure (tuples, dicts, Hugging Face output objects).
 from __future__ import annotations
 
 import contextlib
+import copy
 import linecache
 import logging
 import re
@@ -27,6 +28,7 @@ import torch.nn as nn
 from torch.export import Dim
 from torch.utils import _pytree as pytree
 
+from .constfold import fold_parameter_subgraphs
 from .errors import MinimizationError
 from .ir import static_int
 
@@ -38,6 +40,75 @@ class Captured:
     gm: fx.GraphModule
     dynamic_batch: bool
     dynamic_shapes: object
+    #: sizes of the example that the graph keeps symbolic beyond the batch (a sequence length,
+    #: an image size): {symbol: example size}; the result accepts other values of these
+    dynamic_sizes: dict = None
+    #: the canonical module before parameter-only subgraphs were folded (``gm`` when none was)
+    unfolded: fx.GraphModule = None
+
+
+def all_dims_dynamic_shapes(example_inputs: tuple, static: frozenset = frozenset()):
+    """The ``dynamic_shapes`` spec marking every dim of every tensor input ``Dim.AUTO`` except the
+    (tensor input index, dim) pairs in ``static``: torch.export keeps symbolic whatever the
+    model allows (batch, sequence length, image size) and specializes the rest (a Linear's
+    in-features, a conv's channels)."""
+    count = iter(range(1 << 30))
+
+    def spec(t):
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+            return None
+        i = next(count)
+        return {d: Dim.AUTO for d in range(t.dim()) if (i, d) not in static}
+
+    return tuple(pytree.tree_map(spec, x) for x in example_inputs)
+
+
+def pinned_dims(gm: fx.GraphModule) -> frozenset:
+    """(tensor input index, dim) pairs whose symbol the export tied by an equation it could not
+    solve for one symbol (``3·H·W = 48`` where a flatten feeds a Linear): the model only works at
+    the example's values, so they are captured static (the analysis needs static shapes there)."""
+    vals = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
+    fake = next((v.fake_mode for v in vals if isinstance(v, torch.Tensor) and hasattr(v, "fake_mode")), None)
+    env = getattr(fake, "shape_env", None)
+    if env is None:
+        return frozenset()
+    tied = set()
+    for g in env.guards:
+        expr = g.expr
+        if getattr(expr, "is_Equality", False) or type(expr).__name__ == "Eq":
+            syms = {str(s) for s in expr.free_symbols}
+            if syms:
+                tied |= syms
+    out = set()
+    for i, dims in enumerate(input_symbols(gm)):
+        out |= {(i, d) for d, s in dims.items() if s in tied}
+    return frozenset(out)
+
+
+def input_symbols(gm: fx.GraphModule) -> list:
+    """Per tensor input (placeholder order, which is the order of the flattened inputs):
+    {dim: symbol name} for its symbolic dims."""
+    out = []
+    for n in gm.graph.nodes:
+        val = n.meta.get("val") if n.op == "placeholder" else None
+        if isinstance(val, torch.Tensor):
+            out.append({d: str(s.node.expr) for d, s in enumerate(val.shape)
+                        if isinstance(s, torch.SymInt) and static_int(s) is None})
+    return out
+
+
+def symbolic_sizes(gm: fx.GraphModule) -> dict:
+    """{symbol name: example size} for every input dim the graph keeps symbolic, except the
+    symbols of dim 0 (the batch)."""
+    batch, other = set(), {}
+    for n in gm.graph.nodes:
+        val = n.meta.get("val") if n.op == "placeholder" else None
+        if isinstance(val, torch.Tensor):
+            for d, s in enumerate(val.shape):
+                if isinstance(s, torch.SymInt) and static_int(s) is None:
+                    name = str(s.node.expr)
+                    (batch.add(name) if d == 0 else other.__setitem__(name, int(s.node.hint)))
+    return {k: v for k, v in other.items() if k not in batch and k.isidentifier()}
 
 
 def batch_dynamic_shapes(example_inputs: tuple, dim=None):
@@ -110,15 +181,18 @@ def torch_errors_to_debug():
             h.removeFilter(flt)
 
 
-def capture(model, example_inputs: tuple, dynamic_batch: bool = True) -> Captured:
-    """Capture ``model`` called on ``example_inputs`` as a canonical GraphModule."""
+def capture(model, example_inputs: tuple, dynamic_batch: bool = True, dynamic_sizes: bool = False) -> Captured:
+    """Capture ``model`` called on ``example_inputs`` as a canonical GraphModule. With
+    ``dynamic_sizes`` every dim of every input is ``Dim.AUTO`` (see
+    :func:`all_dims_dynamic_shapes`), otherwise only dim 0 when ``dynamic_batch``."""
     if isinstance(model, torch.export.ExportedProgram):
         ep = model
         shapes = None
     else:
         if not isinstance(model, nn.Module):
             raise MinimizationError(f"expected an nn.Module or ExportedProgram, got {type(model).__name__}")
-        shapes = batch_dynamic_shapes(example_inputs) if dynamic_batch else None
+        shapes = (all_dims_dynamic_shapes(example_inputs) if dynamic_sizes
+                  else batch_dynamic_shapes(example_inputs) if dynamic_batch else None)
         try:
             with torch_errors_to_debug():
                 ep = torch.export.export(model, example_inputs, dynamic_shapes=shapes, strict=False)
@@ -130,11 +204,26 @@ def capture(model, example_inputs: tuple, dynamic_batch: bool = True) -> Capture
                 f"could not capture the model with torch.export ({type(exc).__name__}: {first})"
                 + (f"\n  at {where}" if where else "")) from None
     gm = strip_export_guards(ep.module())
+    pinned = pinned_dims(gm) if dynamic_sizes and shapes is not None else frozenset()
+    if pinned:  # capture again with those dims static (the analysis needs their sizes)
+        shapes = all_dims_dynamic_shapes(example_inputs, pinned)
+        log.debug("sizes tied by the model, captured static: %s", sorted(pinned))
+        try:
+            with torch_errors_to_debug():
+                ep = torch.export.export(model, example_inputs, dynamic_shapes=shapes, strict=False)
+        except Exception as exc:  # noqa: BLE001 - the caller falls back to a dynamic batch only
+            raise MinimizationError(f"could not capture the model with torch.export ({type(exc).__name__}: "
+                                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
+        gm = strip_export_guards(ep.module())
+    unfolded = fx.GraphModule(gm, copy.deepcopy(gm.graph))  # shares the tensors
+    folded = fold_parameter_subgraphs(gm)
+    if folded:
+        log.debug("folded %d values computed from parameters alone", folded)
     dyn = _batch_is_dynamic(gm)
     if dynamic_batch and not dyn and shapes is not None and _has_batched_input(example_inputs):
         warnings.warn("the model specializes its batch size during capture; the minimized model "
                       "accepts only the example batch size", stacklevel=3)
-    return Captured(gm, dyn, shapes)
+    return Captured(gm, dyn, shapes, symbolic_sizes(gm) if dynamic_sizes else {}, unfolded if folded else gm)
 
 
 def _has_batched_input(example_inputs) -> bool:

@@ -32,6 +32,7 @@ class Report:
     max_abs_error: float = 0.0
     verified_checks: int = 0
     skipped_checks: list = field(default_factory=list)   # SkippedCheck: input sets verification skipped
+    pass_stats: dict = field(default_factory=dict)       # counters of the rewrite passes (nodes rewritten, ...)
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     plan: Optional[Plan] = field(default=None, repr=False)
@@ -61,6 +62,7 @@ class Report:
             "max_abs_error": self.max_abs_error,
             "verified_checks": self.verified_checks,
             "skipped_checks": [{"label": c.label, "reason": c.reason} for c in self.skipped_checks],
+            "pass_stats": dict(self.pass_stats),
             "timings": dict(self.timings),
             "notes": list(self.notes),
         }

@@ -1,8 +1,10 @@
 """Self-check of a minimized model against the masked original.
 
-Inputs: the example inputs, fresh random inputs of the same shapes, and, when the batch dim
-is dynamic, random inputs at batch sizes 1 and B+1 (another batch size; B+1 keeps the
-activation memory of the check close to the example's). Float inputs are drawn from a normal
+Inputs: the example inputs, fresh random inputs of the same shapes, when the batch dim is
+dynamic random inputs at batch sizes 1 and B+1 (another batch size; B+1 keeps the activation
+memory of the check close to the example's), and when the graph keeps other sizes symbolic
+(a sequence length, an image size) random inputs at other values of those (one less, or one
+more for sizes ≤ 2). Inputs are drawn on the example's device, in its dtype. Float inputs are drawn from a normal
 distribution matched to the example's mean and spread; integer inputs uniformly from the
 example's range.
 
@@ -36,20 +38,23 @@ class VerifyResult:
 
 
 def random_like(t: torch.Tensor, batch: int | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Random values like ``t`` (its dtype, device, distribution or range), at batch ``batch``."""
     shape = list(t.shape)
     if batch is not None and t.dim() > 0:
         shape[0] = batch
-    if t.is_floating_point():
-        std = float(t.float().std()) if t.numel() > 1 else 1.0
-        std = std if std > 0 and std == std else 1.0
-        return (torch.randn(shape, generator=gen) * std + float(t.float().mean())).to(t.dtype)
-    if t.dtype == torch.bool:
-        return torch.rand(shape, generator=gen) > 0.5
-    lo, hi = int(t.min()), int(t.max())
-    return torch.randint(lo, hi + 1, shape, generator=gen, dtype=t.dtype)
+    return _random_shaped(t, shape, gen)
 
 
-def input_sets(example_inputs: tuple, dynamic_batch: bool, seed: int = 0):
+def other_sizes(sizes: dict) -> dict:
+    """Another value for each symbolic size: one less (one more for sizes ≤ 2), so a model with
+    a maximum length (position embeddings) still accepts it."""
+    return {k: (v - 1 if v > 2 else v + 1) for k, v in sizes.items()}
+
+
+def input_sets(example_inputs: tuple, dynamic_batch: bool, seed: int = 0, symbols=None, sizes=None):
+    """The labelled input sets (module doc). ``symbols`` (per tensor input, {dim: symbol}) and
+    ``sizes`` ({symbol: example size}) add a set at other sizes of the dims the graph keeps
+    symbolic beyond the batch (sequence length, image size)."""
     gen = torch.Generator().manual_seed(seed)
     yield "example inputs", example_inputs
     leaves, spec = pytree.tree_flatten(example_inputs)
@@ -61,9 +66,35 @@ def input_sets(example_inputs: tuple, dynamic_batch: bool, seed: int = 0):
             for nb in (1, b + 1):
                 x = [random_like(t, nb, gen) if isinstance(t, torch.Tensor) else t for t in leaves]
                 yield f"random inputs at batch {nb}", pytree.tree_unflatten(x, spec)
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+    if sizes and symbols is not None and len(symbols) == len(tensors):
+        new = other_sizes(sizes)
+        it = iter(symbols)
+        x = []
+        for t in leaves:
+            if isinstance(t, torch.Tensor):
+                dims = next(it)
+                shape = [new.get(dims.get(d), s) for d, s in enumerate(t.shape)]
+                x.append(_random_shaped(t, shape, gen))
+            else:
+                x.append(t)
+        label = "random inputs at other sizes (" + ", ".join(f"{k}={v}" for k, v in new.items()) + ")"
+        yield label, pytree.tree_unflatten(x, spec)
 
 
-def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool) -> VerifyResult:
+def _random_shaped(t: torch.Tensor, shape: list, gen) -> torch.Tensor:
+    """Random values like ``t`` (same distribution or range) in another shape."""
+    if t.is_floating_point():
+        std = float(t.float().std()) if t.numel() > 1 else 1.0
+        std = std if std > 0 and std == std else 1.0
+        return (torch.randn(shape, generator=gen) * std + float(t.float().mean())).to(t.dtype).to(t.device)
+    if t.dtype == torch.bool:
+        return (torch.rand(shape, generator=gen) > 0.5).to(t.device)
+    lo, hi = int(t.min()), int(t.max())
+    return torch.randint(lo, hi + 1, shape, generator=gen, dtype=t.dtype).to(t.device)
+
+
+def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool, symbols=None, sizes=None) -> VerifyResult:
     """Compare ``candidate`` with ``reference`` on several input sets (see module doc)."""
     cmp = Comparison()
 
@@ -71,11 +102,11 @@ def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool) -> 
         return VerifyResult(ok, cmp.max_abs_error, cmp.checks, message, list(cmp.skipped))
 
     with torch.no_grad():
-        for label, inputs in input_sets(example_inputs, dynamic_batch):
+        for label, inputs in input_sets(example_inputs, dynamic_batch, symbols=symbols, sizes=sizes):
             try:
                 ref = tensor_leaves(reference(*inputs))
             except Exception as exc:  # noqa: BLE001 - the original itself rejects this input set
-                if label.startswith("random inputs at batch"):
+                if label.startswith(("random inputs at batch", "random inputs at other sizes")):
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     cmp.skip(label, f"the original model raises {type(exc).__name__}"
                                     + (f": {first}" if first else ""))

@@ -47,3 +47,16 @@ def test_opt_tied_head_with_a_zero_padding_row_stays_tied_and_smaller():
         for b in (1, 3):
             x = torch.randint(0, 97, (b, 8))
             torch.testing.assert_close(r.module(x).logits, m(x).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_never_larger_a_rewrite_that_does_not_pay_is_not_made():
+    """Dropping one CONST output row of a tiny Linear (5 elements) would cost an index, a mask and a
+    value vector to restore it at the output (9 elements): the rewrite is not made."""
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3)).eval()
+    with torch.no_grad():
+        m[0].weight[1] = 0
+    r = fxminimize.minimize(m, (torch.randn(2, 4),))
+    assert r.report.params_after <= r.report.params_before == 15
+    assert any("not made" in n for n in r.report.notes), r.report.notes
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(r.module(x), m(x), rtol=1e-4, atol=1e-5)

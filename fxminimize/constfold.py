@@ -1,0 +1,112 @@
+"""Fold what ``forward`` computes from parameters and buffers alone into constants.
+
+Weight standardization (``(w − mean(w)) / std(w)``), a qkv bias built with ``cat`` from pieces,
+``1 + w`` scales: any subgraph whose inputs are all constants (``get_attr``) is evaluated once and
+its frontier values (those read by the rest of the graph) become new constants. The analysis
+then sees plain constant weights, so a standardized conv shrinks like a plain one.
+
+Rules: only deterministic, non-mutating ops are folded (nothing random, nothing in-place); a
+subgraph must start from at least one constant (``arange(16)`` is left alone: folding it would
+store what is now computed); a folded value that derives from a trainable parameter becomes a
+parameter itself (training the minimized model trains it); a value more than twice the size
+of the constants it is computed from is not folded (a small table expanded into a large one,
+such as an attention-bias table indexed into heads × N × N). ``minimize`` keeps the unfolded
+capture too: if the minimized result would still store more than the input, it returns that.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+
+def _tensor(gm, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _pure(n: fx.Node) -> bool:
+    t = n.target
+    if t is getattr(__import__("operator"), "getitem"):
+        return True
+    if not isinstance(t, torch._ops.OpOverload):
+        return False
+    if t._schema.is_mutable or torch.Tag.nondeterministic_seeded in t.tags:
+        return False
+    return True
+
+
+def fold_parameter_subgraphs(gm: fx.GraphModule) -> int:
+    """Fold constant-only subgraphs of ``gm`` in place; returns how many values were folded."""
+    env: dict = {}
+    trainable: dict = {}
+    sources: dict = {}  # node -> the constant attributes it is computed from
+    for n in gm.graph.nodes:
+        if n.op == "get_attr":
+            t = _tensor(gm, str(n.target))
+            if isinstance(t, torch.Tensor):
+                env[n] = t.detach()
+                trainable[n] = isinstance(t, nn.Parameter) and t.requires_grad
+                sources[n] = {str(n.target): t.numel()}
+        elif n.op == "call_function" and n.all_input_nodes and all(a in env for a in n.all_input_nodes) \
+                and any(a.op == "get_attr" or a in trainable for a in n.all_input_nodes) and _pure(n):
+            args = fx.node.map_arg(n.args, lambda a: env[a])
+            kwargs = fx.node.map_arg(n.kwargs, lambda a: env[a])
+            try:
+                with torch.no_grad():
+                    env[n] = n.target(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - cannot evaluate: leave it to the analysis
+                log.debug("not folded: %s (%s)", n.name, exc)
+                continue
+            trainable[n] = any(trainable.get(a, False) for a in n.all_input_nodes)
+            sources[n] = {k: v for a in n.all_input_nodes for k, v in sources.get(a, {}).items()}
+    frontier = [n for n in env if n.op == "call_function" and isinstance(env[n], torch.Tensor)
+                and any(u not in env for u in n.users)
+                and env[n].numel() <= 2 * sum(sources[n].values())]
+    if not frontier:
+        return 0
+    graph = copy.deepcopy(gm.graph)  # work on a copy: kept only if it does not store more
+    same = dict(zip(gm.graph.nodes, graph.nodes))
+    trial = fx.GraphModule(gm, graph)
+    for k, n in enumerate(frontier):
+        val = env[n].clone().contiguous()
+        name = f"fxm_folded_{n.name}"
+        val = nn.Parameter(val) if trainable[n] and val.is_floating_point() else val
+        (trial.register_parameter if isinstance(val, nn.Parameter) else trial.register_buffer)(name, val)
+        node = same[n]
+        with graph.inserting_before(node):
+            new = graph.get_attr(name)
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+    graph.eliminate_dead_code()
+    used = {str(n.target) for n in graph.nodes if n.op == "get_attr"}
+    for name, _ in list(trial.named_parameters()) + list(trial.named_buffers()):
+        if name not in used:
+            *path, leaf = name.split(".")
+            mod = trial
+            for p in path:
+                mod = getattr(mod, p)
+            delattr(mod, leaf)
+    gm.graph = graph
+    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
+        if name not in used:
+            *path, leaf = name.split(".")
+            mod = gm
+            for p in path:
+                mod = getattr(mod, p)
+            delattr(mod, leaf)
+    for name in used:
+        if name.startswith("fxm_folded_"):
+            v = _tensor(trial, name)
+            (gm.register_parameter if isinstance(v, nn.Parameter) else gm.register_buffer)(name, v)
+    gm.recompile()
+    return len(frontier)

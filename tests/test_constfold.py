@@ -1,0 +1,63 @@
+"""What forward computes from parameters alone is folded first (issue 13, Build 4): a
+weight-standardized conv and a qkv bias built with cat shrink like their plain forms, exactly."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from helpers import minimize_and_check, shapes
+
+
+class StdConv2d(nn.Conv2d):
+    """timm's StdConv2d: the weight is standardized per output channel in forward."""
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class StdNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.d = StdConv2d(3, 8, 3), StdConv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.d(torch.relu(self.c(x)))
+
+
+def test_weight_standardized_conv_shrinks_like_a_plain_one():
+    """A zero row stays zero under standardization (0 / √ε), so c's dead filters 2 and 6 go, with
+    d's columns that read them: the folded (standardized) weights come out (6, 3, 3, 3) and
+    (4, 6, 1, 1), as for a plain conv."""
+    m = StdNet().eval()
+    with torch.no_grad():
+        m.c.weight[[2, 6]] = 0
+        m.c.bias[[2, 6]] = 0
+    r = minimize_and_check(m, (torch.randn(2, 3, 10, 10),))
+    folded = {k: v for k, v in shapes(r.module).items() if k.startswith("fxm_folded")}
+    assert sorted(folded.values()) == [(4, 6, 1, 1), (6, 3, 3, 3)], folded
+
+
+class CatBias(nn.Module):
+    """BEiT/EVA: qkv = linear(x, W, cat(q_bias, zeros, v_bias))."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(8, 24, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.randn(8)), nn.Parameter(torch.randn(8))
+        self.out = nn.Linear(24, 3)
+
+    def forward(self, x):
+        b = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        return self.out(F.linear(x, self.qkv.weight, b))
+
+
+def test_cat_built_bias_is_folded_and_the_linear_shrinks():
+    m = CatBias().eval()
+    with torch.no_grad():
+        m.qkv.weight[[0, 1, 20]] = 0
+        m.q_bias[[0, 1]] = 0
+        m.v_bias[4] = 0
+    r = minimize_and_check(m, (torch.randn(2, 8),))
+    s = shapes(r.module)
+    assert s["qkv.weight"] == (21, 8) and s["out.weight"] == (3, 21)
