@@ -15,9 +15,11 @@ def test_unread_input_features_are_gathered():
 
 
 def test_const_output_channels_are_restored():
-    m = nn.Sequential(nn.Linear(6, 4)).eval()
+    """A CONST output row of a Linear(64, 4) is dropped (65 elements) and restored at the output
+    (an index, a mask and a value vector: 12 elements): it pays, so it is made."""
+    m = nn.Sequential(nn.Linear(64, 4)).eval()
     dead(m[0], [2], bias=0.9)
-    r = minimize_and_check(m, (torch.randn(2, 6),))
-    assert shapes(r.module)["0.weight"] == (3, 6)
-    y = r.module(torch.randn(3, 6))
+    r = minimize_and_check(m, (torch.randn(2, 64),))
+    assert shapes(r.module)["0.weight"] == (3, 64)
+    y = r.module(torch.randn(3, 64))
     assert y.shape == (3, 4) and torch.all(y[:, 2] == 0.9)
