@@ -28,7 +28,7 @@ import torch.nn as nn
 from torch.export import Dim
 from torch.utils import _pytree as pytree
 
-from .constfold import fold_parameter_subgraphs
+from .constfold import fold_parameter_subgraphs, inline_scalar_constants
 from .errors import MinimizationError
 from .ir import static_int
 
@@ -75,10 +75,9 @@ def pinned_dims(gm: fx.GraphModule) -> frozenset:
     tied = set()
     for g in env.guards:
         expr = g.expr
-        if getattr(expr, "is_Equality", False) or type(expr).__name__ == "Eq":
-            syms = {str(s) for s in expr.free_symbols}
-            if syms:
-                tied |= syms
+        if (getattr(expr, "is_Equality", False) or type(expr).__name__ == "Eq") \
+                and (expr.lhs.is_number or expr.rhs.is_number):  # tied to a constant, not s0 = s1
+            tied |= {str(s) for s in expr.free_symbols}
     out = set()
     for i, dims in enumerate(input_symbols(gm)):
         out |= {(i, d) for d, s in dims.items() if s in tied}
@@ -219,6 +218,9 @@ def capture(model, example_inputs: tuple, dynamic_batch: bool = True, dynamic_si
     folded = fold_parameter_subgraphs(gm)
     if folded:
         log.debug("folded %d values computed from parameters alone", folded)
+    if isinstance(model, nn.Module):
+        state = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}
+        folded += inline_scalar_constants(gm, state)
     dyn = _batch_is_dynamic(gm)
     if dynamic_batch and not dyn and shapes is not None and _has_batched_input(example_inputs):
         warnings.warn("the model specializes its batch size during capture; the minimized model "

@@ -40,6 +40,8 @@ def _pure(n: fx.Node) -> bool:
         return True
     if not isinstance(t, torch._ops.OpOverload):
         return False
+    if t in (torch.ops.aten.detach_.default, torch.ops.aten.lift_fresh_copy.default):
+        return True  # value-preserving (export writes them around tensors created in forward)
     if t._schema.is_mutable or torch.Tag.nondeterministic_seeded in t.tags:
         return False
     return True
@@ -88,6 +90,10 @@ def fold_parameter_subgraphs(gm: fx.GraphModule) -> int:
         new.meta = dict(node.meta)
         node.replace_all_uses_with(new)
     graph.eliminate_dead_code()
+    for n in reversed([same[m] for m in env if m.op == "call_function"]):
+        if not n.users and n.graph is graph:  # in-place detach_ on a fresh copy: DCE keeps it
+            graph.erase_node(n)
+    graph.eliminate_dead_code()
     used = {str(n.target) for n in graph.nodes if n.op == "get_attr"}
     for name, _ in list(trial.named_parameters()) + list(trial.named_buffers()):
         if name not in used:
@@ -99,14 +105,81 @@ def fold_parameter_subgraphs(gm: fx.GraphModule) -> int:
     gm.graph = graph
     for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
         if name not in used:
-            *path, leaf = name.split(".")
-            mod = gm
-            for p in path:
-                mod = getattr(mod, p)
-            delattr(mod, leaf)
-    for name in used:
-        if name.startswith("fxm_folded_"):
-            v = _tensor(trial, name)
-            (gm.register_parameter if isinstance(v, nn.Parameter) else gm.register_buffer)(name, v)
+            _delete(gm, name)
+    # a value folded from one attribute that nothing else reads keeps that attribute's name
+    # (a rotary inv_freq cast to float stays model.rotary_emb.inv_freq)
+    names = {f"fxm_folded_{n.name}": next(iter(sources[n])) for n in frontier if len(sources[n]) == 1}
+    taken = set(used)
+    for node in graph.nodes:
+        name = str(node.target)
+        if node.op != "get_attr" or not name.startswith("fxm_folded_"):
+            continue
+        v = _tensor(trial, name)
+        new = names.get(name)
+        if new is not None and new not in taken and _tensor(gm, new) is None:
+            taken.add(new)
+            node.target = new
+            name = new
+        _set(gm, name, v)
     gm.recompile()
     return len(frontier)
+
+
+def _delete(gm: nn.Module, name: str) -> None:
+    *path, leaf = name.split(".")
+    mod = gm
+    for p in path:
+        mod = getattr(mod, p)
+    delattr(mod, leaf)
+
+
+def _set(gm: nn.Module, name: str, value: torch.Tensor) -> None:
+    *path, leaf = name.split(".")
+    mod = gm
+    for p in path:
+        if not hasattr(mod, p):
+            mod.add_module(p, nn.Module())
+        mod = getattr(mod, p)
+    (mod.register_parameter if isinstance(value, nn.Parameter) else mod.register_buffer)(leaf, value)
+
+
+_SCALAR_OPS = None
+
+
+def inline_scalar_constants(gm: fx.GraphModule, user_state: set) -> int:
+    """Tensors of one element that ``forward`` creates (a softmax scale ``torch.tensor(d) ** 0.5``,
+    not a parameter or buffer of the model) and that ``torch.export`` would store as constants
+    become Python numbers in the graph when every reader is the second operand of an
+    add/sub/mul/div: the model keeps computing the same value, and stores nothing for it."""
+    global _SCALAR_OPS
+    if _SCALAR_OPS is None:
+        aten = torch.ops.aten
+        _SCALAR_OPS = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
+    done = 0
+    for n in list(gm.graph.nodes):
+        if n.op != "get_attr" or str(n.target) in user_state:
+            continue
+        t = _tensor(gm, str(n.target))
+        if not isinstance(t, torch.Tensor) or isinstance(t, nn.Parameter) or t.numel() != 1 \
+                or not t.is_floating_point():
+            continue
+        users = list(n.users)
+        if not users or any(u.target not in _SCALAR_OPS or len(u.args) < 2 or u.args[1] is not n
+                            or u.args[0] is n for u in users):
+            continue
+        value = float(t.detach().reshape(()).item())
+        for u in users:
+            u.args = (u.args[0], value) + tuple(u.args[2:])
+        gm.graph.erase_node(n)
+        done += 1
+    if done:
+        used = {str(m.target) for m in gm.graph.nodes if m.op == "get_attr"}
+        for name, _ in list(gm.named_buffers()):
+            if name not in used and name not in user_state:
+                *path, leaf = name.split(".")
+                mod = gm
+                for p in path:
+                    mod = getattr(mod, p)
+                delattr(mod, leaf)
+        gm.recompile()
+    return done

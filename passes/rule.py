@@ -77,8 +77,10 @@ class Rule:
         return None
 
     def require(self, cx: "RuleContext", n: fx.Node, kept: Optional[np.ndarray]) -> None:
-        cx.barrier(n, None)
-        for x in tensor_inputs(n):
+        xs = tensor_inputs(n)
+        if any(cx.has_space(x) for x in xs):  # a barrier is reported only where it keeps channels
+            cx.barrier(n, None)
+        for x in xs:
             cx.need(x, None, n)
 
     def kept_deps(self, cx: "RuleContext", n: fx.Node) -> tuple:

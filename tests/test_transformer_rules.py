@@ -120,14 +120,14 @@ def test_embedding_constant_columns_fold_and_tied_head_stays_tied():
 
 def test_constant_output_channels_are_restored():
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(5, 8), nn.GELU()).eval()
+    m = nn.Sequential(nn.Linear(32, 8), nn.GELU()).eval()  # wide enough that restoring pays
     with torch.no_grad():
         m[0].weight[R] = 0
         m[0].bias[R] = torch.tensor([0.7, -1.3, 2.1])
-    r = fxminimize.minimize(m, (torch.randn(4, 5),))
-    compare(m, r.module, (torch.randn(9, 5),))
-    assert shapes(r.module)["0.weight"] == (5, 5)
-    x = torch.randn(2, 5)
+    r = fxminimize.minimize(m, (torch.randn(4, 32),))
+    compare(m, r.module, (torch.randn(9, 32),))
+    assert shapes(r.module)["0.weight"] == (5, 32)
+    x = torch.randn(2, 32)
     with torch.no_grad():
         y = r.module(x)
     assert y.shape == (2, 8)

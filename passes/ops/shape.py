@@ -58,6 +58,30 @@ class SqueezeRule(_Channelwise):
 register_many(SqueezeRule(), [aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default])
 
 
+def _size_expr(dims):
+    """The product of sizes: an int when all are static, else a sympy expression (spatial or
+    sequence dims kept symbolic by the capture)."""
+    p = prod_static(dims)
+    if p is not None:
+        return p
+    import sympy
+    out = sympy.Integer(1)
+    for d in dims:
+        v = static_int(d)
+        out = out * (sympy.Integer(v) if v is not None else d.node.expr)
+    return out
+
+
+def _ratio(a, b):
+    """a / b when it is a positive integer whatever the symbolic sizes are (H·W / (H·W) = 1,
+    4·H·W / (H·W) = 4), else None."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a // b if b and a % b == 0 else None
+    import sympy
+    r = sympy.cancel(sympy.sympify(a) / sympy.sympify(b))
+    return int(r) if getattr(r, "is_Integer", False) and int(r) > 0 else None
+
+
 class ReshapeRule(Rule):
     """view/reshape/flatten/unflatten: a block index map between a big and a small dim.
 
@@ -89,23 +113,24 @@ class ReshapeRule(Rule):
             return None
         si, so = shape(x), shape(n)
         C = static_int(si[ax])
-        tail_in = prod_static(si[ax + 1:])
-        if C is None or tail_in is None:
+        tail_in = _size_expr(si[ax + 1:])
+        if C is None:
             return None
         idx = self.out_shape_arg(n)
         for b in range(len(so)):
-            tail_out = prod_static(so[b + 1:])
+            tail_out = _size_expr(so[b + 1:])
             sb = static_int(so[b])
-            if tail_out is None or sb is None or tail_out == 0:
+            if sb is None or tail_out == 0:
                 continue
-            if tail_in % tail_out == 0:
-                inner = tail_in // tail_out
+            merge, split = _ratio(tail_in, tail_out), _ratio(tail_out, tail_in)
+            if merge is not None:
+                inner = merge
                 if sb % (C * inner) == 0:
                     res = ("merge", b, inner, C, sb)
                 else:
                     continue
-            elif tail_out % tail_in == 0:
-                inner = tail_out // tail_in
+            elif split is not None:
+                inner = split
                 if sb == 1 and C > 1:
                     continue  # a size-1 dim carries no channels
                 if C % (sb * inner) == 0:
