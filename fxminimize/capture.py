@@ -76,7 +76,9 @@ def pinned_dims(gm: fx.GraphModule) -> frozenset:
     for g in env.guards:
         expr = g.expr
         if (getattr(expr, "is_Equality", False) or type(expr).__name__ == "Eq") \
-                and (expr.lhs.is_number or expr.rhs.is_number):  # tied to a constant, not s0 = s1
+                and (expr.lhs.is_number or expr.rhs.is_number) \
+                and not any(f in str(expr) for f in ("Mod", "FloorDiv", "floor", "ceiling")):
+            # tied to a constant (3·H·W = 48); not s0 = s1, and not divisibility (H mod 2 = 0)
             tied |= {str(s) for s in expr.free_symbols}
     out = set()
     for i, dims in enumerate(input_symbols(gm)):
