@@ -9,6 +9,7 @@ and the fold is nonzero).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fxminimize.ir import bind
@@ -50,7 +51,8 @@ class LinearRule(Contraction):
         if not plan.tracked(n.name):
             return False
         x_ok = plan.tracked(x.name) and plan.axis[x.name] == len(x.meta["val"].shape) - 1
-        if not plan.shrinks(n) and not (x_ok and plan.shrinks(x)):
+        narrow = self.kept_const_columns(ctx, n, x, w) if x_ok else None
+        if not plan.shrinks(n) and not (x_ok and plan.shrinks(x)) and narrow is None:
             return False
         W = self.weight(ctx, n)
         Wr = W[ctx.index(plan.kept(n), W)]
@@ -58,8 +60,36 @@ class LinearRule(Contraction):
         if x_ok and plan.shrinks(x):
             bias = add_fold(bias, fold_vector(plan, x, Wr.double(), Wr != 0))
             Wr = Wr[:, ctx.index(plan.kept(x), W)]
+        if narrow is not None:  # CONST channels x keeps for other readers: fold, read the rest
+            const_pos, values, live_pos = narrow
+            fold = Wr[:, ctx.index(const_pos, W)].double() @ torch.from_numpy(values).to(W.device)
+            bias = add_fold(bias, fold)
+            Wr = Wr[:, ctx.index(live_pos, W)]
+            idx = ctx.add_const(n, f"fxm_cols_{n.name}", ctx.index(live_pos, W))
+            with ctx.gm.graph.inserting_before(n):
+                g = ctx.gm.graph.call_function(aten.index_select.default, (x, -1, idx))
+            n.replace_input_with(x, g)
         ctx.write_weight_and_bias(n, w, b, Wr.t() if self.transposed else Wr, bias)
         return True
+
+    def kept_const_columns(self, ctx, n, x, w):
+        """Channels of x that x keeps (another reader needs them: a residual stream, a LayerNorm's
+        statistics) but that are CONST(v): this Linear need not read them. Its columns fold into
+        the bias (b' = b + W[:, c]·v_c) and it reads x through an index_select of the rest.
+        Made only where it pays (rows × folded columns > the index's length) and when the
+        weight is not shared (a tied weight keeps its shape). Returns (const positions, values,
+        live positions) within x's kept channels, or None."""
+        plan = ctx.plan
+        if len(w.users) > 1:
+            return None
+        keep_x = plan.kept(x)
+        cm, cv = plan.const_mask[x.name][keep_x], plan.const_val[x.name][keep_x]
+        if not cm.any() or cm.all():
+            return None
+        rows = len(plan.kept(n))
+        if rows * int(cm.sum()) <= int((~cm).sum()):
+            return None
+        return np.nonzero(cm)[0], cv[cm], np.nonzero(~cm)[0]
 
 
 @register(aten.addmm.default)

@@ -47,3 +47,28 @@ def test_addmm_transposed_weight():
     assert kept(r.plan, node_of(r.plan, "addmm")) == [1, 2, 3]
     s = shapes(r.module)
     assert s["w1"] == (6, 3) and s["w2"] == (3, 3)
+
+
+class PreLNBlock(nn.Module):
+    """The issue's example: x + fc2(relu(fc(ln(x)))) with ln.weight[:5] = 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln, self.fc, self.fc2 = nn.LayerNorm(16), nn.Linear(16, 32), nn.Linear(32, 16)
+
+    def forward(self, x):
+        return x + self.fc2(torch.relu(self.fc(self.ln(x))))
+
+
+def test_const_channels_kept_for_other_readers_are_not_read():
+    """The stream channels stay (the residual and the LayerNorm's statistics need them), but the
+    LayerNorm's outputs there are CONST(β): fc folds them into its bias and reads the other 11
+    channels through an index_select: 1104 -> 1104 - 32·5 + 11 = 955 elements."""
+    m = PreLNBlock().eval()
+    with torch.no_grad():
+        m.ln.weight[:5] = 0
+        m.ln.bias.uniform_(-0.5, 0.5)
+    r = minimize_and_check(m, (torch.randn(2, 7, 16),))
+    assert shapes(r.module)["fc.weight"] == (32, 11) and shapes(r.module)["ln.weight"] == (16,)
+    assert r.report.params_before == 1104 and r.report.params_after == 955
+    assert "index_select" in r.module.code
