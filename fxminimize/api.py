@@ -151,12 +151,18 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     t_end = time.perf_counter()
     removed = {name: (plan.size[name], len(plan.keep[name])) for name in plan.keep
                if len(plan.keep[name]) < plan.size[name]}
+    compact_storages(small)
     before, after = stored_elements(work), stored_elements(small)
     if after > before:  # never larger: the rewrite does not pay (restore buffers, index tensors)
         notes.append(f"the rewrite would store {after:,} elements against {before:,}: not made; "
                      "the returned model is the captured original")
         small, stats, removed = _unrewritten(cap.unfolded, model.training), {}, {}
+        compact_storages(small)
         after = stored_elements(small)
+        if after > before:
+            notes.append(f"the captured model itself stores {after - before:,} elements more than the model's "
+                         "parameters and buffers: its forward creates constants (cached tables, masks) that "
+                         "the graph must keep")
         if verify_result:
             res = verify(work, small, example_inputs, cap.dynamic_batch, input_symbols(cap.gm), cap.dynamic_sizes)
             if not res.ok:
@@ -188,6 +194,29 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
                       "verify": t_end - times[2]}
     log.info("minimized: %d -> %d params", report.params_before, report.params_after)
     return MinimizeResult(small, report, plan, example_inputs, cap.dynamic_batch, cap.dynamic_shapes)
+
+
+def compact_storages(gm: nn.Module) -> None:
+    """Replace every stored tensor that is a view of a larger storage (a slice of a lifted
+    constant or of a shared table) by a compact copy, so the result holds only what it uses."""
+    for mod in gm.modules():
+        for name, t in list(mod._parameters.items()) + list(mod._buffers.items()) + \
+                [(k, v) for k, v in vars(mod).items() if isinstance(v, torch.Tensor)]:
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            try:
+                full = t.untyped_storage().nbytes() // max(1, t.element_size())
+            except (RuntimeError, NotImplementedError):
+                continue
+            if full <= t.numel():
+                continue
+            new = t.detach().clone()
+            if isinstance(t, nn.Parameter):
+                mod._parameters[name] = nn.Parameter(new, requires_grad=t.requires_grad)
+            elif name in mod._buffers:
+                mod._buffers[name] = new
+            else:
+                setattr(mod, name, new)
 
 
 def _unrewritten(gm: fx.GraphModule, training: bool) -> fx.GraphModule:
