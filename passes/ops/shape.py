@@ -330,3 +330,27 @@ class PadRule(_Channelwise):
         if mode != "constant" or not self.padded_dims(n):
             return v
         return None if np.any(v != float(value)) else v
+
+
+@register(aten.reshape_as.default)
+class ReshapeAsRule(ReshapeRule):
+    """x.reshape_as(other) (LeViT's BatchNorm on flattened tokens): a reshape to other's shape,
+    read at run time. It is exact after channels leave only if other loses the same channels on
+    the same dim, so the output's channel is coupled one to one with other's; if other is not
+    tracked on that dim, the rule declines."""
+
+    kind = "reshape"
+
+    def match(self, cx, n):
+        m = super().match(cx, n)
+        if m is None:
+            return None
+        other = n.args[1]
+        if cx.axis_of(other) != m[1] or shape(other)[m[1]] != shape(n)[m[1]]:
+            cx.hint(n, "reshape_as a tensor whose channels are not the output's")
+            return None
+        return m
+
+    def couple(self, cx, n):
+        super().couple(cx, n)
+        cx.couple_identity(n.args[1], n, "reshape")

@@ -112,3 +112,29 @@ def test_constant_pad_of_a_nonzero_constant_is_not_uniform():
     r = minimize_and_check(m, (torch.randn(2, 3, 5, 7),))
     assert shapes(r.module)["d.weight"] == (2, 6, 1, 1)
     assert not r.plan.const_mask[node_of(r.plan, "pad")][1]
+
+
+class TokensBN(nn.Module):
+    """LeViT's MLP: Linear, then BatchNorm over flattened tokens, reshaped back with reshape_as."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.b = nn.Linear(8, 12), nn.BatchNorm1d(12), nn.Linear(12, 8)
+
+    def forward(self, x):
+        h = self.a(x)
+        h = self.bn(h.flatten(0, 1)).reshape_as(h)
+        return self.b(torch.relu(h))
+
+
+def test_reshape_as_follows_the_other_tensors_channels():
+    m = TokensBN().eval()
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-0.2, 0.2)
+    dead(m.a, [0, 7], bias=0.0)
+    with torch.no_grad():
+        m.bn.weight[[0, 7]] = 0
+        m.bn.bias[[0, 7]] = 0
+    r = minimize_and_check(m, (torch.randn(2, 5, 8),))
+    assert shapes(r.module)["a.weight"] == (10, 8) and shapes(r.module)["b.weight"] == (8, 10)
+    assert r.report.barriers == ()
