@@ -65,5 +65,6 @@ def run_demo(write=print) -> list[dict]:
         write(f"{r['model']:<16}{r['before']:>15,}{r['after']:>14,}{r['ratio']:>7.2f}x{r['max_err']:>13.2e}"
               f"{r['seconds']:>8.2f}")
     write("Each minimized model was verified against its masked original "
-          "(example and random inputs at the example batch, and random inputs at batch 1 and one more).")
+          "(example and random inputs at the example batch, random inputs at batch 1 and one more, "
+          "and at other image sizes where the model accepts them).")
     return rows
