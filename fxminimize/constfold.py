@@ -22,6 +22,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .ir import drop_unread_attributes
+
 log = logging.getLogger(__name__)
 
 
@@ -95,17 +97,8 @@ def fold_parameter_subgraphs(gm: fx.GraphModule) -> int:
             graph.erase_node(n)
     graph.eliminate_dead_code()
     used = {str(n.target) for n in graph.nodes if n.op == "get_attr"}
-    for name, _ in list(trial.named_parameters()) + list(trial.named_buffers()):
-        if name not in used:
-            *path, leaf = name.split(".")
-            mod = trial
-            for p in path:
-                mod = getattr(mod, p)
-            delattr(mod, leaf)
     gm.graph = graph
-    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
-        if name not in used:
-            _delete(gm, name)
+    drop_unread_attributes(gm)
     # a value folded from one attribute that nothing else reads keeps that attribute's name
     # (a rotary inv_freq cast to float stays model.rotary_emb.inv_freq)
     names = {f"fxm_folded_{n.name}": next(iter(sources[n])) for n in frontier if len(sources[n]) == 1}
@@ -123,14 +116,6 @@ def fold_parameter_subgraphs(gm: fx.GraphModule) -> int:
         _set(gm, name, v)
     gm.recompile()
     return len(frontier)
-
-
-def _delete(gm: nn.Module, name: str) -> None:
-    *path, leaf = name.split(".")
-    mod = gm
-    for p in path:
-        mod = getattr(mod, p)
-    delattr(mod, leaf)
 
 
 def _set(gm: nn.Module, name: str, value: torch.Tensor) -> None:

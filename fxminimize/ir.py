@@ -132,3 +132,20 @@ def tensor_inputs(node: fx.Node) -> list[fx.Node]:
     visit(node.args)
     visit(node.kwargs)
     return found
+
+
+def drop_unread_attributes(gm, graph=None) -> int:
+    """Delete the parameters and buffers of ``gm`` that no ``get_attr`` of ``graph`` (default:
+    ``gm.graph``) reads; returns how many went."""
+    graph = gm.graph if graph is None else graph
+    used = {str(n.target) for n in graph.nodes if n.op == "get_attr"}
+    removed = 0
+    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
+        if name not in used:
+            *path, leaf = name.split(".")
+            mod = gm
+            for p in path:
+                mod = getattr(mod, p)
+            delattr(mod, leaf)
+            removed += 1
+    return removed

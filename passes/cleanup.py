@@ -2,6 +2,8 @@
 Runs last (every other pass is declared before it)."""
 from __future__ import annotations
 
+from fxminimize.ir import drop_unread_attributes
+
 from .infra_pass import RewritePass
 
 
@@ -12,16 +14,7 @@ class Cleanup(RewritePass):
     def call(self, gm):
         before = len(gm.graph.nodes)
         gm.graph.eliminate_dead_code()
-        used = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr"}
-        removed = 0
-        for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
-            if name not in used:
-                *path, leaf = name.split(".")
-                mod = gm
-                for p in path:
-                    mod = getattr(mod, p)
-                delattr(mod, leaf)
-                removed += 1
+        removed = drop_unread_attributes(gm)
         gm.recompile()
         self.ctx.stats["nodes_removed"] += before - len(gm.graph.nodes)
         self.ctx.stats["constants_dropped"] += removed

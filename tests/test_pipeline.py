@@ -15,7 +15,8 @@ def test_every_pass_leaves_a_consistent_graph(case):
     gm = capture(model, example).gm
     plan = analyze(gm)
     small, stats = rewrite(gm, plan, check=True)
-    assert plan.anything_removed == (sum(v for k, v in stats.items() if k.endswith("_rewritten")) > 0)
+    rewritten = sum(v for k, v in stats.items() if k.endswith("_rewritten"))
+    assert rewritten > 0 or not plan.anything_removed   # (a Linear may also narrow without a removal)
     torch.testing.assert_close(small(*example), model(*example), rtol=1e-4, atol=1e-5)
 
 
