@@ -226,7 +226,9 @@ def test_residual_stream_channel_goes_only_when_dead_everywhere(op):
     r = minimize_and_check(m, (torch.randn(2, 5),))
     s = shapes(r.module)
     assert s["a.weight"] == (7, 5) and s["c.weight"] == (7, 8) and s["head.weight"] == (2, 7)
-    assert s["b.weight"] == (8, 7)
+    # stream channel 1 stays (c writes it) but is ZERO where b reads it (before the add): b folds
+    # it and reads the other 6 through an index_select (the Linear's kept-CONST-column rule)
+    assert s["b.weight"] == (8, 6)
 
 
 def test_layer_scale_and_gate_mul():
