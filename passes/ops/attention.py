@@ -145,7 +145,11 @@ class AttentionOut(Rule):
             m.args = tuple(args[:4]) + tuple(m.args[4:])
         for name, i, dim in r.posops:
             m = nodes[name]
-            ix = ctx.add_const(m, "fxm_head_dims", ctx.index(S))
+            val = getattr(m.args[i], "meta", {}).get("val")
+            idx = ctx.index(S)
+            if isinstance(val, torch.Tensor) and val.device.type not in ("cpu", "meta"):
+                idx = idx.to(val.device)  # the cos/sin operand's device
+            ix = ctx.add_const(m, "fxm_head_dims", idx)
             with gm.graph.inserting_before(m):
                 g = gm.graph.call_function(aten.index_select.default, (m.args[i], dim, ix))
             args = list(m.args)
