@@ -182,6 +182,21 @@ def torch_errors_to_debug():
             h.removeFilter(flt)
 
 
+def _export(model, example_inputs: tuple, shapes):
+    """torch.export with torch's own error logs kept at debug level; every failure becomes one
+    clear MinimizationError naming the innermost user source line when there is one."""
+    try:
+        with torch_errors_to_debug():
+            return torch.export.export(model, example_inputs, dynamic_shapes=shapes, strict=False)
+    except Exception as exc:  # noqa: BLE001 - every capture failure becomes one clear error
+        where = _user_frame(exc)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.debug("torch.export failed", exc_info=exc)   # torch's traceback: debug log only
+        raise MinimizationError(
+            f"could not capture the model with torch.export ({type(exc).__name__}: {first})"
+            + (f"\n  at {where}" if where else "")) from None
+
+
 def capture(model, example_inputs: tuple, dynamic_batch: bool = True, dynamic_sizes: bool = False) -> Captured:
     """Capture ``model`` called on ``example_inputs`` as a canonical GraphModule. With
     ``dynamic_sizes`` every dim of every input is ``Dim.AUTO`` (see
@@ -194,27 +209,13 @@ def capture(model, example_inputs: tuple, dynamic_batch: bool = True, dynamic_si
             raise MinimizationError(f"expected an nn.Module or ExportedProgram, got {type(model).__name__}")
         shapes = (all_dims_dynamic_shapes(example_inputs) if dynamic_sizes
                   else batch_dynamic_shapes(example_inputs) if dynamic_batch else None)
-        try:
-            with torch_errors_to_debug():
-                ep = torch.export.export(model, example_inputs, dynamic_shapes=shapes, strict=False)
-        except Exception as exc:  # noqa: BLE001 - every capture failure becomes one clear error
-            where = _user_frame(exc)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.debug("torch.export failed", exc_info=exc)   # torch's traceback: debug log only
-            raise MinimizationError(
-                f"could not capture the model with torch.export ({type(exc).__name__}: {first})"
-                + (f"\n  at {where}" if where else "")) from None
+        ep = _export(model, example_inputs, shapes)
     gm = strip_export_guards(ep.module())
     pinned = pinned_dims(gm) if dynamic_sizes and shapes is not None else frozenset()
     if pinned:  # capture again with those dims static (the analysis needs their sizes)
         shapes = all_dims_dynamic_shapes(example_inputs, pinned)
         log.debug("sizes tied by the model, captured static: %s", sorted(pinned))
-        try:
-            with torch_errors_to_debug():
-                ep = torch.export.export(model, example_inputs, dynamic_shapes=shapes, strict=False)
-        except Exception as exc:  # noqa: BLE001 - the caller falls back to a dynamic batch only
-            raise MinimizationError(f"could not capture the model with torch.export ({type(exc).__name__}: "
-                                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
+        ep = _export(model, example_inputs, shapes)  # on failure the caller falls back to a dynamic batch
         gm = strip_export_guards(ep.module())
     unfolded = fx.GraphModule(gm, copy.deepcopy(gm.graph))  # shares the tensors
     folded = fold_parameter_subgraphs(gm)

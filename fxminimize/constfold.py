@@ -128,7 +128,8 @@ def _set(gm: nn.Module, name: str, value: torch.Tensor) -> None:
     (mod.register_parameter if isinstance(value, nn.Parameter) else mod.register_buffer)(leaf, value)
 
 
-_SCALAR_OPS = None
+_SCALAR_OPS = {torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor, torch.ops.aten.mul.Tensor,
+               torch.ops.aten.div.Tensor}
 
 
 def inline_scalar_constants(gm: fx.GraphModule, user_state: set) -> int:
@@ -136,10 +137,6 @@ def inline_scalar_constants(gm: fx.GraphModule, user_state: set) -> int:
     not a parameter or buffer of the model) and that ``torch.export`` would store as constants
     become Python numbers in the graph when every reader is the second operand of an
     add/sub/mul/div: the model keeps computing the same value, and stores nothing for it."""
-    global _SCALAR_OPS
-    if _SCALAR_OPS is None:
-        aten = torch.ops.aten
-        _SCALAR_OPS = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
     done = 0
     for n in list(gm.graph.nodes):
         if n.op != "get_attr" or str(n.target) in user_state:
