@@ -69,8 +69,12 @@ class LinearRule(Contraction):
             with ctx.gm.graph.inserting_before(n):
                 g = ctx.gm.graph.call_function(aten.index_select.default, (x, -1, idx))
             n.replace_input_with(x, g)
-        ctx.write_weight_and_bias(n, w, b, Wr.t() if self.transposed else Wr, bias)
+        self.write_weight_and_bias(ctx, n, w, b, Wr.t() if self.transposed else Wr, bias)
         return True
+
+    def write_weight_and_bias(self, ctx, n, w, b, weight, bias) -> None:
+        """Make ``n`` read the shrunk weight and bias (a form without a bias argument overrides)."""
+        ctx.write_weight_and_bias(n, w, b, weight, bias)
 
     def kept_const_columns(self, ctx, n, x, w):
         """Channels of x that x keeps (another reader needs them: a residual stream, a LayerNorm's
