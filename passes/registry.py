@@ -40,9 +40,37 @@ BARRIER = Barrier()
 IGNORE = Ignore()
 
 
+# Custom ops of other libraries (their OpOverload exists only once that library is imported),
+# keyed by the overload's qualified name, e.g. "transformers::grouped_mm_fallback.default".
+_NAMED: dict[str, Rule] = {}
+
+
+def register_named(*names: str) -> Callable[[type[Rule]], type[Rule]]:
+    """Class decorator: register a rule under custom-op overload names ("ns::op.overload")."""
+
+    def deco(cls: type[Rule]) -> type[Rule]:
+        rule = cls()
+        rule.targets = tuple(names)
+        for name in names:
+            if name in _NAMED:
+                raise ValueError(f"two rules registered for {name}")
+            _NAMED[name] = rule
+        return cls
+
+    return deco
+
+
+def _qualname(target: object):
+    name = getattr(target, "_name", None)
+    return f"{name}.{target._overloadname}" if isinstance(name, str) and hasattr(target, "_overloadname") else None
+
+
 def lookup(target: object) -> Rule:
     """The rule for an op target; :data:`BARRIER` when there is none."""
-    return _TABLE.get(target, BARRIER)
+    rule = _TABLE.get(target)
+    if rule is None and _NAMED:
+        rule = _NAMED.get(_qualname(target))
+    return BARRIER if rule is None else rule
 
 
 def table() -> dict[object, Rule]:
