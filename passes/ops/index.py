@@ -37,6 +37,9 @@ class IndexRule(_Channelwise):
         if pos != list(range(pos[0], pos[-1] + 1)):
             cx.hint(n, "index tensors on non-adjacent dims")
             return None
+        if pos[0] <= ax <= pos[-1]:
+            cx.hint(n, "indexes the channel dimension")
+            return None
         for i in idx:
             if i is None:
                 continue
@@ -44,9 +47,6 @@ class IndexRule(_Channelwise):
             if not isinstance(val, torch.Tensor) or val.dtype in (torch.bool, torch.uint8):
                 cx.hint(n, "boolean or unknown index")
                 return None
-        if pos[0] <= ax <= pos[-1]:
-            cx.hint(n, "indexes the channel dimension")
-            return None
         if ax < pos[0]:
             return ax
         return ax + (_nd(n) - _nd(self.src(n)))

@@ -1,0 +1,119 @@
+"""``einsum`` with an explicit output (``aten.einsum.default``, e.g. "bhqd,bhkd->bhqk").
+
+y[out letters] = Σ over the other letters of Π_i X_i[letters of operand i]: one product-sum, so
+every letter plays the role of a matmul dim (:mod:`.matmul`): a letter of the output is a
+*carried* dim, a letter absent from it is *contracted*. Each operand has at most one channel
+dim, so its channel is one letter L:
+
+* L in the output: channel c of every operand holding L is channel c of y (y_c reads those
+  operands' channel c only). All holders must be tracked on L (a holder of size 1 on L
+  broadcasts and carries nothing); they and y are coupled one to one. Value: y_c is ZERO if
+  some holder is ZERO on c (a factor of every term), otherwise LIVE. Use: identity.
+* L contracted: the holders' channels c are coupled (removed together). Term c vanishes if
+  some holder is ZERO on c, so c is required unless one is. y has no channel dim from L.
+* y carries one channel dim only: a second carried letter, or a letter whose holders are not
+  all tracked on it, keeps every channel of the operands tracked on it (a barrier, with the
+  reason).
+
+Rewrite: none (letters do not change; the operands arrive shrunk consistently). Declined:
+equations with an ellipsis or without "->", and operands that repeat a letter (diagonals).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from fxminimize.ir import shape, static_int
+from ..registry import register
+from ..rule import Rule
+
+aten = torch.ops.aten
+
+
+def _parse(eq: str) -> Optional[tuple[list, str]]:
+    eq = eq.replace(" ", "")
+    if "->" not in eq or "." in eq:
+        return None
+    ins, out = eq.split("->")
+    ins = ins.split(",")
+    if any(len(set(s)) != len(s) for s in ins + [out]):
+        return None
+    return ins, out
+
+
+class _Letters:
+    def __init__(self, cx, n):
+        self.out_axis: Optional[int] = None
+        self.carried: list = []      # operands coupled one to one with y
+        self.contracted: list = []   # lists of operands coupled on a contracted letter
+        self.whole: list = []        # (operand, reason)
+        self.reason: Optional[str] = None
+        p = _parse(n.args[0])
+        xs = list(n.args[1])
+        if p is None or len(p[0]) != len(xs):
+            self.reason = "einsum with an ellipsis, no output or a repeated letter"
+            return
+        ins, out = p
+        letter = {}
+        for x, s in zip(xs, ins):
+            ax = cx.axis_of(x)
+            if ax is not None and len(s) == len(shape(x)):
+                letter.setdefault(s[ax], []).append(x)
+        for L, tracked in letter.items():
+            holders = [(x, s) for x, s in zip(xs, ins) if L in s]
+            fits = all(x in tracked or static_int(shape(x)[s.index(L)]) == 1 for x, s in holders)
+            size = {static_int(shape(x)[s.index(L)]) for x, s in holders if x in tracked}
+            if not fits or len(size) != 1:
+                self.whole += [(x, f"einsum letter {L} is not a channel dim of every operand") for x in tracked]
+            elif L not in out:
+                self.contracted.append(tracked)
+            elif self.out_axis is None:
+                self.out_axis, self.carried = out.index(L), tracked
+            else:
+                self.whole += [(x, "einsum output carries one channel dim only") for x in tracked]
+
+
+@register(aten.einsum.default)
+class EinsumRule(Rule):
+    kind = "einsum"
+
+    def rel(self, cx, n) -> _Letters:
+        return cx.memo(("einsum", n), lambda: _Letters(cx, n))
+
+    def axis(self, cx, n):
+        r = self.rel(cx, n)
+        if r.reason:
+            cx.hint(n, r.reason)
+        return r.out_axis
+
+    def couple(self, cx, n):
+        r = self.rel(cx, n)
+        for x in r.carried:
+            cx.couple_identity(x, n, "einsum")
+        for group in r.contracted:
+            for x in group[1:]:
+                cx.couple_identity(group[0], x, "einsum")
+
+    @staticmethod
+    def _zero(cx, xs):
+        return np.logical_or.reduce([m & (v == 0) for m, v in (cx.const_of(x) for x in xs)])
+
+    def value(self, cx, n):
+        zero = self._zero(cx, self.rel(cx, n).carried)
+        cx.set_value(n, zero, np.zeros(len(zero)))
+
+    def require(self, cx, n, kept):
+        r = self.rel(cx, n)
+        if r.reason:
+            return Rule.require(self, cx, n, kept)
+        for x, reason in r.whole:
+            cx.barrier(n, reason)
+            cx.need(x, None, n)
+        for group in r.contracted:
+            needed = ~self._zero(cx, group)
+            for x in group:
+                cx.need(x, needed, n)
+        for x in r.carried:
+            cx.need(x, kept if cx.is_native(n) else None, n)
