@@ -108,9 +108,13 @@ class EinsumRule(Rule):
         r = self.rel(cx, n)
         if r.reason:
             return Rule.require(self, cx, n, kept)
+        covered = set(r.carried) | {x for g in r.contracted for x in g}
         for x, reason in r.whole:
             cx.barrier(n, reason)
             cx.need(x, None, n)
+        for x in n.args[1]:
+            if x not in covered:
+                cx.need(x, None, n)  # untracked (no-op) or a letter the rule did not place
         for group in r.contracted:
             needed = ~self._zero(cx, group)
             for x in group:
