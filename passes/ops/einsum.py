@@ -17,6 +17,10 @@ dim, so its channel is one letter L:
 
 Rewrite: none (letters do not change; the operands arrive shrunk consistently). Declined:
 equations with an ellipsis or without "->", and operands that repeat a letter (diagonals).
+
+Weight form: "…c,cd->…d" with a constant 2-D second operand W is x @ W, a Linear without bias
+stored (in, out): the matmul weight form applies (:data:`.matmul.WEIGHT`'s math and rewrite,
+W' = W[K][:, R], a nonzero fold added after the product as y + b).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import torch
 from fxminimize.ir import shape, static_int
 from ..registry import register
 from ..rule import Rule
+from .matmul import _WeightForm
 
 aten = torch.ops.aten
 
@@ -41,6 +46,27 @@ def _parse(eq: str) -> Optional[tuple[list, str]]:
     if any(len(set(s)) != len(s) for s in ins + [out]):
         return None
     return ins, out
+
+
+def _is_weight_form(cx, n) -> bool:
+    """"…c,cd->…d" with a constant 2-D W as the second operand and a computed first one."""
+    p = _parse(n.args[0])
+    xs = list(n.args[1])
+    if p is None or len(xs) != 2 or cx.tensor(xs[1]) is None or cx.tensor(xs[0]) is not None:
+        return False
+    (s0, s1), out = p
+    return (len(s1) == 2 and cx.tensor(xs[1]).dim() == 2 and s0[-1:] == s1[0] and s1[1] not in s0
+            and out == s0[:-1] + s1[1])
+
+
+class _EinsumWeight(_WeightForm):
+    kind = "einsum"
+
+    def params(self, n):
+        return n.args[1][0], n.args[1][1], None
+
+
+WEIGHT = _EinsumWeight()
 
 
 class _Letters:
@@ -83,12 +109,22 @@ class EinsumRule(Rule):
         return cx.memo(("einsum", n), lambda: _Letters(cx, n))
 
     def axis(self, cx, n):
+        if _is_weight_form(cx, n):
+            return WEIGHT.axis(cx, n)
         r = self.rel(cx, n)
         if r.reason:
             cx.hint(n, r.reason)
         return r.out_axis
 
+    def declare(self, cx, n, inp):
+        return WEIGHT.declare(cx, n, inp) if _is_weight_form(cx, n) else None
+
+    def weight_axes(self, cx, n):
+        return WEIGHT.weight_axes(cx, n) if _is_weight_form(cx, n) else []
+
     def couple(self, cx, n):
+        if _is_weight_form(cx, n):
+            return WEIGHT.couple(cx, n)
         r = self.rel(cx, n)
         for x in r.carried:
             cx.couple_identity(x, n, "einsum")
@@ -101,10 +137,14 @@ class EinsumRule(Rule):
         return np.logical_or.reduce([m & (v == 0) for m, v in (cx.const_of(x) for x in xs)])
 
     def value(self, cx, n):
+        if _is_weight_form(cx, n):
+            return WEIGHT.value(cx, n)
         zero = self._zero(cx, self.rel(cx, n).carried)
         cx.set_value(n, zero, np.zeros(len(zero)))
 
     def require(self, cx, n, kept):
+        if _is_weight_form(cx, n):
+            return WEIGHT.require(cx, n, kept)
         r = self.rel(cx, n)
         if r.reason:
             return Rule.require(self, cx, n, kept)
@@ -121,3 +161,14 @@ class EinsumRule(Rule):
                 cx.need(x, needed, n)
         for x in r.carried:
             cx.need(x, kept if cx.is_native(n) else None, n)
+
+    def rewrite(self, ctx, n) -> bool:
+        p = _parse(n.args[0])
+        w = n.args[1][1] if len(n.args[1]) == 2 else None
+        if p is None or getattr(w, "op", None) != "get_attr" or getattr(n.args[1][0], "op", None) == "get_attr":
+            return False
+        (s0, s1), out = p
+        if len(s1) == 2 and ctx.tensor(w).dim() == 2 and s0[-1:] == s1[0] and s1[1] not in s0 \
+                and out == s0[:-1] + s1[1]:
+            return WEIGHT.rewrite(ctx, n)
+        return False

@@ -61,15 +61,16 @@ def test_contracted_letter_couples_the_operands():
 
 
 class Untracked(nn.Module):
-    """A constant operand has no channel space: letter c is tracked in one operand only."""
+    """A constant operand has no channel space: letter c is tracked in one operand only (W is
+    stored (out, in) here, which the weight form does not cover)."""
 
     def __init__(self):
         super().__init__()
         self.a = nn.Linear(4, 6)
-        self.w = nn.Parameter(torch.randn(6, 3))
+        self.w = nn.Parameter(torch.randn(3, 6))
 
     def forward(self, x):
-        return torch.einsum("btc,cd->btd", self.a(x), self.w)
+        return torch.einsum("btc,dc->btd", self.a(x), self.w)
 
 
 def test_letter_not_tracked_in_every_operand_is_a_barrier():
@@ -79,3 +80,33 @@ def test_letter_not_tracked_in_every_operand_is_a_barrier():
     assert shapes(r.module)["a.weight"] == (6, 4)
     (b,) = [b for b in r.report.barriers if b.op == "einsum.default"]
     assert "not a channel dim of every operand" in b.reason and b.channels_kept == 6
+
+
+class WeightEinsum(nn.Module):
+    """einsum("btc,cd->btd", h, W): a Linear stored (in, out)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a = nn.Linear(4, 6)
+        self.w = nn.Parameter(torch.randn(6, 5, generator=g))
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(torch.einsum("btc,cd->btd", self.a(x), self.w)))
+
+
+def test_weight_operand_is_a_linear():
+    m = WeightEinsum().eval()
+    dead(m.a, [1], bias=0.0)      # ZERO input: W's row 1 goes
+    dead(m.a, [4], bias=0.5)      # CONST(0.5) input: folded, W's row 4 goes, a bias is added
+    with torch.no_grad():
+        m.w[:, 3] = 0             # output 3 reads only ... nothing: ZERO, fc's column goes
+    r = minimize_and_check(m, (torch.randn(2, 5, 4),))
+    ein = node_of(r.plan, "einsum")
+    assert kept(r.plan, ein) == [0, 1, 2, 4]
+    s = shapes(r.module)
+    assert s["w"] == (4, 4) and s["a.weight"] == (4, 4) and s["fc.weight"] == (2, 4)
+    (bias,) = [k for k in s if k.startswith("w_bias")]
+    assert s[bias] == (4,)
+    assert not r.report.barriers
