@@ -1,4 +1,5 @@
-"""Selection ``where(cond, a, b)`` (``aten.where.self``, ``.ScalarOther``, ``.ScalarSelf``).
+"""Selection ``where(cond, a, b)`` (``aten.where.self``, ``.ScalarOther``, ``.ScalarSelf``), and
+``masked_fill(x, mask, value)`` = where(mask, value, x) (``aten.masked_fill.Scalar``).
 
 y = a where cond else b, elementwise with broadcasting. With the channel dim c of y carried by
 the value operands a and/or b (each either tracked on the same dim of y with the same size, or
@@ -30,15 +31,20 @@ from .common import _nd
 aten = torch.ops.aten
 
 
-@register(aten.where.self, aten.where.ScalarOther, aten.where.ScalarSelf)
+@register(aten.where.self, aten.where.ScalarOther, aten.where.ScalarSelf, aten.masked_fill.Scalar)
 class WhereRule(Rule):
     kind = "where"
 
     def values(self, n):
+        if n.target is aten.masked_fill.Scalar:
+            return [n.args[2], n.args[0]]
         return [n.args[1], n.args[2]]
 
+    def cond(self, n):
+        return n.args[1] if n.target is aten.masked_fill.Scalar else n.args[0]
+
     def axis(self, cx, n):
-        cond = n.args[0]
+        cond = self.cond(n)
         tracked = [x for x in self.values(n) if cx.axis_of(x) is not None]
         if not tracked:
             return None
@@ -88,7 +94,7 @@ class WhereRule(Rule):
             return Rule.require(self, cx, n, kept)
         for x in self.values(n):
             cx.need(x, kept, n)
-        cx.need(n.args[0], None, n)
+        cx.need(self.cond(n), None, n)
 
     def rewrite(self, ctx, n) -> bool:
         if n.target is not aten.where.self:

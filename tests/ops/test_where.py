@@ -50,3 +50,22 @@ def test_zero_dim_constant_becomes_a_scalar():
     r = minimize_and_check(m, (torch.randn(2, 5, 4),))
     assert "where.ScalarOther" in r.module.code
     assert not [k for k, v in r.module.state_dict().items() if v.dim() == 0]
+
+
+class Filled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.fc = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):                       # masked_fill(h, mask, 0) with a position mask
+        return self.fc(self.a(x).masked_fill(x[..., :1] > 0, 0.0))
+
+
+def test_masked_fill_is_where():
+    m = Filled().eval()
+    dead(m.a, [2], bias=0.0)    # masked_fill(0, mask, 0.0) = ZERO: removed
+    dead(m.a, [4], bias=0.5)    # 0.5 or 0.0 by position: LIVE, kept
+    r = minimize_and_check(m, (torch.randn(2, 5, 4),))
+    assert kept(r.plan, node_of(r.plan, "masked_fill")) == [0, 1, 3, 4, 5]
+    assert shapes(r.module)["a.weight"] == (5, 4) and shapes(r.module)["fc.weight"] == (3, 5)
+    assert not r.report.barriers
