@@ -27,6 +27,8 @@ from .api import MinimizeResult, load, minimize
 from .analysis import Plan, analyze
 from .report import Report
 from .onnx_export import OnnxExport, export_onnx
+from .compensated import CompensatedLayerNorm, CompensatedRMSNorm
 
-__all__ = ["minimize", "load", "MinimizeResult", "MinimizationError", "Plan", "Report", "analyze", "export_onnx", "OnnxExport"]
+__all__ = ["minimize", "load", "MinimizeResult", "MinimizationError", "Plan", "Report", "analyze", "export_onnx", "OnnxExport",
+           "CompensatedLayerNorm", "CompensatedRMSNorm"]
 __version__ = "0.1.0"
