@@ -73,24 +73,32 @@ def _mask(plan, name: str) -> np.ndarray:
     return m
 
 
-def constraints(gm: fx.GraphModule, plan) -> dict[str, np.ndarray]:
-    """Channels module mode must keep beyond ``plan`` (node name → bool mask); see module doc."""
+def constraints(gm: fx.GraphModule, plan, why: Optional[dict] = None) -> dict[str, np.ndarray]:
+    """Channels module mode must keep beyond ``plan`` (node name → bool mask); see module doc.
+    ``why``, when given, receives {reason: channels added}."""
     extra: dict[str, np.ndarray] = {}
+    reason = ""
 
     def add(name: str, mask) -> None:
         if name not in plan.size:
             return
         full = np.ones(plan.size[name], bool) if mask is None else np.asarray(mask, bool)
+        new = full & ~_mask(plan, name) & ~extra.get(name, np.zeros(plan.size[name], bool))
+        if why is not None and new.any():
+            why[reason] = why.get(reason, 0) + int(new.sum())
         extra[name] = extra.get(name, np.zeros(plan.size[name], bool)) | full
 
+    reason = "input features no module reads (graph mode gathers them)"
     for name, native in plan.native.items():
         if not native:
             add(name, None)
     for n in gm.graph.nodes:
         if n.op == "output":
+            reason = "CONST output channels (graph mode restores them)"
             for x in n.all_input_nodes:
                 add(x.name, None)
         elif n.op == "call_function" and n.target in _NORMS:
+            reason = "norm outputs a module must compute with its inputs"
             x = n.args[0]
             if plan.tracked(n.name) and plan.tracked(x.name) and plan.size[n.name] == plan.size[x.name]:
                 add(n.name, _mask(plan, x.name))
@@ -103,7 +111,9 @@ def constraints(gm: fx.GraphModule, plan) -> dict[str, np.ndarray]:
             dims = [d % len(x.meta["val"].shape) for d in (n.args[1] if len(n.args) > 1 else [])]
             rms = n.target is aten.mean.dim and _owner_class(n).endswith("RMSNorm")
             if ax in dims and not rms:
+                reason = f"a {n.target.__name__} over channels outside an RMSNorm module"
                 add(x.name, None)
+    reason = "per-dim q/k/v removal inside kept attention heads"
     for r in plan.regions.values():
         names = {s: r.source(s) for s in ("q", "k", "v")}
         if not all(v in plan.size for v in names.values()) or r.o_in not in plan.size:
@@ -120,12 +130,13 @@ def constraints(gm: fx.GraphModule, plan) -> dict[str, np.ndarray]:
     return {k: v for k, v in extra.items() if (v & ~_mask(plan, k)).any()}
 
 
-def module_plan(gm: fx.GraphModule, max_rounds: int = 8):
-    """(graph-mode plan, module-mode plan) of the canonical module ``gm``."""
+def module_plan(gm: fx.GraphModule, max_rounds: int = 8, why: Optional[dict] = None):
+    """(graph-mode plan, module-mode plan) of the canonical module ``gm``; ``why`` receives
+    {constraint: channels it kept directly}."""
     ca = ChannelAnalysis(gm)
     plan = first = ca.run()
     for _ in range(max_rounds):
-        extra = constraints(gm, plan)
+        extra = constraints(gm, plan, why)
         if not extra:
             return first, plan
         plan = ca.widen(extra)
@@ -213,11 +224,12 @@ def build(work: nn.Module, gm: fx.GraphModule, small: fx.GraphModule, plan, orig
         if isinstance(old, torch.Tensor):
             if old.shape == new.shape and torch.equal(old.detach(), new.detach()):
                 continue
+            value = _as(new, old, isinstance(old, nn.Parameter))  # one tensor for all holders: ties stay
             for mod, k, is_param in holders.get(id(old), []):
                 if k in mod._parameters:
-                    mod._parameters[k] = _as(new, old, True)
+                    mod._parameters[k] = value
                 else:
-                    mod._buffers[k] = _as(new, old, False)
+                    mod._buffers[k] = value
             ok = id(old) in holders
             holders_of_new = holders.pop(id(old), [])
             for mod, k, _ in holders_of_new:
@@ -357,7 +369,8 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements
     notes: list[str] = []
     before = stored_elements(work)
     try:
-        graph_plan, plan = module_plan(cap.gm)
+        why: dict = {}
+        graph_plan, plan = module_plan(cap.gm, why=why)
         origin: dict = {}
         small, stats = run_pipeline(cap.gm, plan, structural=False, origin=origin)
         for key in ("gathers_inserted", "outputs_restored", "ties_broken"):
@@ -383,7 +396,9 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements
                                      "beyond_module_mode": max(0, before - graph_elements)}, None
     diff = after - graph_elements
     if diff > 0:
-        notes.append(f"graph mode removes {diff:,} elements more than module mode (input gathers, restored "
-                     "outputs, per-dim attention or live-column reads that the user's modules cannot express)")
+        kept = "; ".join(f"{k}: {v} channels" for k, v in why.items())
+        notes.append(f"graph mode removes {diff:,} elements more than module mode, which keeps "
+                     + (f"directly {kept} (and what they read), and " if kept else "")
+                     + "whole Linear inputs, CONST columns included (graph mode gathers the live ones)")
     return module, plan, notes, {"module_elements": after, "graph_elements": graph_elements,
-                                 "beyond_module_mode": max(0, diff)}, res
+                                 "beyond_module_mode": max(0, diff), "kept_by": why}, res
