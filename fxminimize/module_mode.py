@@ -382,12 +382,19 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements
         if after > before:
             raise CannotExpress(f"it would store {after:,} elements against {before:,}")
         if verify_result:
-            res = verify(work, module, example_inputs, cap.dynamic_batch, input_symbols(cap.gm), cap.dynamic_sizes)
+            try:
+                res = verify(work, module, example_inputs, cap.dynamic_batch, input_symbols(cap.gm),
+                             cap.dynamic_sizes)
+            except Exception as exc:  # noqa: BLE001 - the user's forward rejects its resized modules
+                raise CannotExpress(f"the resized model raises ({type(exc).__name__}: "
+                                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from exc
             if not res.ok:
                 raise CannotExpress("the resized modules do not match the original: " + res.message)
         else:
             res = None
-    except CannotExpress as exc:
+    except Exception as exc:  # noqa: BLE001 - never a wrong or half-built model: the unshrunk copy
+        if not isinstance(exc, CannotExpress):
+            exc = CannotExpress(f"internal error {type(exc).__name__}: {exc}; please report this model")
         log.warning("module mode keeps the model unshrunk: %s", exc)
         notes.append(f"module mode cannot resize the user's modules ({exc}); the returned module is an "
                      "unshrunk copy of the masked model")
