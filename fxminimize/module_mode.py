@@ -199,11 +199,13 @@ def _replace_module(model: nn.Module, fqn: str, new: nn.Module) -> None:
     setattr(_get(model, parent) if parent else model, leaf, new)
 
 
-def build(work: nn.Module, gm: fx.GraphModule, small: fx.GraphModule, plan, origin: dict) -> nn.Module:
-    """A deep copy of ``work`` with the tensors of the rewritten graph ``small`` put into its
-    modules (see module doc). Raises :class:`CannotExpress`."""
+def build(work: nn.Module, gm: fx.GraphModule, small: fx.GraphModule, plan, origin: dict):
+    """(model, kept index): a deep copy of ``work`` with the tensors of the rewritten graph
+    ``small`` put into its modules (see module doc), and per resized tensor (by its original
+    name) the original indices each dim keeps (:func:`_index`). Raises :class:`CannotExpress`."""
     model = copy.deepcopy(work)
     holders = _holders(model)
+    index: dict[str, tuple] = {}
     changed: dict[str, nn.Module] = {}
     groups: dict[str, int] = {}
 
@@ -225,6 +227,7 @@ def build(work: nn.Module, gm: fx.GraphModule, small: fx.GraphModule, plan, orig
             if old.shape == new.shape and torch.equal(old.detach(), new.detach()):
                 continue
             value = _as(new, old, isinstance(old, nn.Parameter))  # one tensor for all holders: ties stay
+            index[orig_of(t)] = _index(n, old.shape, new.shape, plan)
             for mod, k, is_param in holders.get(id(old), []):
                 if k in mod._parameters:
                     mod._parameters[k] = value
@@ -267,7 +270,44 @@ def build(work: nn.Module, gm: fx.GraphModule, small: fx.GraphModule, plan, orig
     _norms(model, small, plan, orig_of)
     _rms_norms(model, gm, plan)
     _heads(model, gm, plan)
-    return model
+    return model, index
+
+
+_CONV = {aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding, aten.conv2d.padding,
+         aten.conv3d.padding, aten.convolution.default}
+
+
+def _index(attr: fx.Node, old_shape, new_shape, plan) -> tuple:
+    """Per dim of a resized tensor: the original indices it keeps (None: the dim is whole, or
+    its index is not known here). The spaces a dim is sliced by: Linear W (out, in), addmm W
+    (in, out), conv W (out, in) for groups 1, embedding (rows, dim), a vector: its reader."""
+    users = [u for u in attr.users if u.op == "call_function"]
+    u = users[0] if users else None
+    spaces: list = [None] * len(old_shape)
+    if u is not None:
+        p = bind(u) if hasattr(u.target, "_schema") else {}
+        x = p.get("input")
+        if u.target is aten.linear.default and p.get("weight") is attr:
+            spaces = [u, x]
+        elif u.target is aten.addmm.default and u.args[2] is attr:
+            spaces, x = [u.args[1], u], u.args[1]
+        elif u.target in _CONV and p.get("weight") is attr:
+            spaces = [u, x if int(p.get("groups", 1)) == 1 else None] + [None] * (len(old_shape) - 2)
+        elif u.target is aten.embedding.default:
+            spaces = [None, u]
+        elif len(old_shape) == 1:
+            spaces = [u if plan.tracked(u.name) else x]
+    out = []
+    for d, (a, b) in enumerate(zip(old_shape, new_shape)):
+        sp = spaces[d] if d < len(spaces) else None
+        name = getattr(sp, "name", None)
+        if a == b:
+            out.append(None)
+        elif name in plan.size and plan.size[name] == a and len(plan.keep[name]) == b:
+            out.append(plan.keep[name].tolist())
+        else:
+            out.append(None)
+    return tuple(out)
 
 
 def _fqn(model: nn.Module, mod: nn.Module) -> str:
@@ -376,7 +416,7 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements
         for key in ("gathers_inserted", "outputs_restored", "ties_broken"):
             if stats.get(key):
                 raise CannotExpress(f"the module plan still needs {key.replace('_', ' ')} ({stats[key]})")
-        module = build(work, cap.gm, small, plan, origin)
+        module, kept_index = build(work, cap.gm, small, plan, origin)
         module.train(work.training)
         after = stored_elements(module)
         if after > before:
@@ -400,7 +440,8 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements
                      "unshrunk copy of the masked model")
         module = copy.deepcopy(work)
         return module, None, notes, {"module_elements": before, "graph_elements": graph_elements,
-                                     "beyond_module_mode": max(0, before - graph_elements)}, None
+                                     "beyond_module_mode": max(0, before - graph_elements), "kept_by": {},
+                                     "kept_index": {}}, None
     diff = after - graph_elements
     if diff > 0:
         kept = "; ".join(f"{k}: {v} channels" for k, v in why.items())
@@ -408,4 +449,5 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements
                      + (f"directly {kept} (and what they read), and " if kept else "")
                      + "whole Linear inputs, CONST columns included (graph mode gathers the live ones)")
     return module, plan, notes, {"module_elements": after, "graph_elements": graph_elements,
-                                 "beyond_module_mode": max(0, diff), "kept_by": why}, res
+                                 "beyond_module_mode": max(0, diff), "kept_by": why,
+                                 "kept_index": kept_index}, res

@@ -151,3 +151,15 @@ MODELS = {"llama": llama, "mistral": mistral, "qwen2": qwen2, "gpt2": gpt2, "opt
 def ids(batch: int, length: int = 8, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, VOCAB, (batch, length), generator=g)
+
+
+_CACHE: dict = {}
+
+
+def minimized(name: str):
+    """(masked model, module-mode result) for ``MODELS[name]``, once per test process."""
+    if name not in _CACHE:
+        import fxminimize
+        m = MODELS[name]()
+        _CACHE[name] = (m, fxminimize.minimize(m, (ids(2),), keep_modules=True))
+    return _CACHE[name]
