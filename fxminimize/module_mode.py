@@ -178,9 +178,13 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements
                                      "kept_index": {}}, None
     diff = after - graph_elements
     if diff > 0:
+        read = {str(n.target) for n in cap.gm.graph.nodes if n.op == "get_attr"}
+        unread = sum(t.numel() for k, t in module.state_dict().items() if k not in read)
         kept = "; ".join(f"{k}: {v} channels" for k, v in why.items())
         notes.append(f"graph mode removes {diff:,} elements more than module mode, which keeps "
-                     + (f"directly {kept} (and what they read), and " if kept else "")
+                     + (f"directly {kept} (and what they read); " if kept else "")
+                     + (f"{unread:,} elements of tensors its forward never reads (e.g. BatchNorm's "
+                        "num_batches_tracked; the graph drops them); " if unread else "")
                      + "whole Linear inputs, CONST columns included (graph mode gathers the live ones)")
     return module, plan, notes, {"module_elements": after, "graph_elements": graph_elements,
                                  "beyond_module_mode": max(0, diff), "kept_by": why,
