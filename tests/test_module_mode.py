@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn as nn
@@ -138,3 +140,44 @@ def test_module_mode_keeps_model_whole_when_forward_fixes_sizes():
 def test_default_is_graph_mode():
     res = fxminimize.minimize(_mlp(), (torch.randn(3, 10),))
     assert isinstance(res.module, torch.fx.GraphModule) and res.graph_module is None
+
+
+def test_unread_input_features_stay_and_the_report_counts_them():
+    """Graph mode gathers the 684 input pixels fc1 reads; the user's forward takes all 784, so
+    module mode keeps fc1's columns: it stores 300·100 weights more, less graph mode's index."""
+    torch.manual_seed(0)
+    model = ZOO["lenet_300_100"][0]()
+    with torch.no_grad():
+        model.fc1.weight[:, :100] = 0
+    res = check_module_mode(model, (example_input("lenet_300_100"),))
+    assert res.module.fc1.in_features == 784
+    assert res.graph_module.fc1.weight.shape == (300, 684)
+    mm = res.report.module_mode
+    assert mm["kept_by"] == {"input features no module reads (graph mode gathers them)": 100}
+    assert mm["beyond_module_mode"] == 300 * 100 - 684
+
+
+def test_widen_keeps_what_the_extra_channels_read():
+    """ChannelAnalysis.widen: a channel required afterwards pulls in what it reads (fc2 row
+    kept -> the fc1 channels it reads are kept again)."""
+    from fxminimize.analysis.channels import ChannelAnalysis
+    from fxminimize.capture import capture
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    with torch.no_grad():
+        m[4].weight[:, 2] = 0          # fc3 never reads fc2's channel 2 ...
+        m[2].weight[2] = 0
+        m[2].weight[2, 7] = 1.0        # ... which alone reads fc1's channel 7
+        m[2].weight[:2, 7] = 0
+        m[2].weight[3:, 7] = 0
+    gm = capture(m, (torch.randn(2, 6),)).gm
+    ca = ChannelAnalysis(gm)
+    plan = ca.run()
+    names = [n.name for n in gm.graph.nodes if n.op == "call_function" and plan.tracked(n.name)]
+    fc1, fc2 = [n for n in names if n.startswith("linear")][:2]
+    assert 2 not in plan.keep[fc2] and 7 not in plan.keep[fc1]
+    extra = np.zeros(plan.size[fc2], bool)
+    extra[2] = True
+    wide = ca.widen({fc2: extra})
+    assert 2 in wide.keep[fc2] and 7 in wide.keep[fc1]

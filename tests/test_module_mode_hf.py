@@ -73,3 +73,45 @@ def test_phi3_keeps_what_its_fused_projection_reads():
     mm = res.report.module_mode
     assert mm["kept_by"], res.report.notes
     assert any("graph mode removes" in n and "channels" in n for n in res.report.notes)
+
+
+def test_per_dim_attention_removal_becomes_whole_heads():
+    """test_transformers' GPT-2 zeroes a q dim, a k dim (CONST) and a v dim in every head; graph
+    mode removes those dims, module mode keeps them (the user's head_dim) and says so."""
+    from test_transformers import gpt2_lm
+    m, x, _ = gpt2_lm()
+    res = fxminimize.minimize(m, (x,), keep_modules=True)
+    assert type(res.module) is type(m)
+    for b in (1, 2, 5):
+        compare(m, res.module, (torch.randint(0, 100, (b, 8)),))
+    attn = res.module.transformer.h[0].attn
+    assert attn.num_heads == 3 and attn.c_attn.weight.shape == (C, 3 * 3 * DH)
+    assert res.graph_module.get_parameter("transformer.h.0.attn.c_attn.weight").shape == (C, 18 + 18 + 21)
+    mm = res.report.module_mode
+    assert mm["kept_by"].get("per-dim q/k/v removal inside kept attention heads", 0) > 0
+    assert mm["beyond_module_mode"] > 0 and any("per-dim q/k/v" in n for n in res.report.notes)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compensated_rms_norm_matches_llama_rms_norm(dtype):
+    """CompensatedRMSNorm on the kept channels equals LlamaRMSNorm on all of them when the
+    removed channels are CONST (values v: s2 = Σv²), in float32 and bfloat16 (which both
+    normalise in float32 and cast back before the weight)."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    g = torch.Generator().manual_seed(0)
+    ref = LlamaRMSNorm(16, eps=1e-6)
+    with torch.no_grad():
+        ref.weight.copy_(1 + 0.3 * torch.randn(16, generator=g))
+    ref = ref.to(dtype)
+    removed, kept = torch.tensor([1, 4, 9]), torch.tensor([i for i in range(16) if i not in (1, 4, 9)])
+    v = torch.tensor([0.5, -1.25, 2.0])
+    x = torch.randn(3, 5, 16, generator=g)
+    x[..., removed] = v
+    x = x.to(dtype)
+    comp = fxminimize.CompensatedRMSNorm(13, 16, float((v.double() ** 2).sum()), 1e-6)
+    with torch.no_grad():
+        comp.weight = torch.nn.Parameter(ref.weight[kept].clone())
+        want = ref(x)[..., kept]
+        got = comp(x[..., kept])
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1.6e-2, atol=1e-2)
+    torch.testing.assert_close(got, want, **tol)
