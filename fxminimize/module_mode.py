@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 from typing import Optional
 
 import numpy as np
@@ -146,7 +147,8 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements
         why: dict = {}
         graph_plan, plan = module_plan(cap.gm, why=why)
         origin: dict = {}
-        small, stats = run_pipeline(cap.gm, plan, structural=False, origin=origin)
+        check = os.environ.get("FXMINIMIZE_DEBUG", "") not in ("", "0")  # as fxminimize.rewrite
+        small, stats = run_pipeline(cap.gm, plan, check=check, structural=False, origin=origin)
         for key in ("gathers_inserted", "outputs_restored", "ties_broken"):
             if stats.get(key):
                 raise CannotExpress(f"the module plan still needs {key.replace('_', ' ')} ({stats[key]})")
