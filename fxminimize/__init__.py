@@ -27,6 +27,9 @@ from .api import MinimizeResult, load, minimize
 from .analysis import Plan, analyze
 from .report import Report
 from .onnx_export import OnnxExport, export_onnx
+from .compensated import CompensatedLayerNorm, CompensatedRMSNorm
+from .checkpoint import load_pretrained, save_pretrained
 
-__all__ = ["minimize", "load", "MinimizeResult", "MinimizationError", "Plan", "Report", "analyze", "export_onnx", "OnnxExport"]
+__all__ = ["minimize", "load", "MinimizeResult", "MinimizationError", "Plan", "Report", "analyze", "export_onnx", "OnnxExport",
+           "CompensatedLayerNorm", "CompensatedRMSNorm", "save_pretrained", "load_pretrained"]
 __version__ = "0.1.0"

@@ -38,6 +38,14 @@ class MinimizeResult:
     example_inputs: tuple
     dynamic_batch: bool
     dynamic_shapes: Any = None  # the spec the model was captured with
+    #: with ``keep_modules=True``: the graph-mode result (``module`` is then the user's class)
+    graph_module: Optional[fx.GraphModule] = None
+
+    def save_pretrained(self, directory: str) -> None:
+        """Module mode: write safetensors weights and a JSON description of every resized
+        module (:mod:`fxminimize.checkpoint`; no pickle)."""
+        from .checkpoint import save_pretrained
+        save_pretrained(self.module, directory)
 
     def save(self, path: str) -> None:
         """Write the minimized model as a torch.export program (``.pt2``), with the same dims
@@ -98,7 +106,8 @@ def run_on_examples(model: nn.Module, example_inputs: tuple) -> None:
 
 
 def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Tensor]] = None, *,
-             verify_result: bool = True, dynamic_batch: bool = True, dynamic_sizes: bool = True) -> MinimizeResult:
+             verify_result: bool = True, dynamic_batch: bool = True, dynamic_sizes: bool = True,
+             keep_modules: bool = False) -> MinimizeResult:
     """Rewrite a masked model into a smaller dense model computing the same function.
 
     ``model``: an ``nn.Module`` (weights with exact zeros, ``torch.nn.utils.prune``
@@ -116,6 +125,11 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     tolerance stated in :mod:`fxminimize.verify`, :class:`MinimizationError` is raised. The
     result never stores more elements than the input (a rewrite that would is not made). The
     user's model is never modified.
+
+    ``keep_modules``: ``result.module`` is a deep copy of the user's model, of its class, with
+    its modules resized (:mod:`fxminimize.module_mode`), verified the same way; the graph-mode
+    result is kept in ``result.graph_module``, and the report says what graph mode removes
+    beyond module mode.
     """
     if not isinstance(example_inputs, tuple):
         raise MinimizationError("example_inputs must be a tuple of positional arguments, "
@@ -193,6 +207,16 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     report.timings = {"capture": times[0] - t0, "analysis": times[1] - times[0], "rewrite": times[2] - times[1],
                       "verify": t_end - times[2]}
     log.info("minimized: %d -> %d params", report.params_before, report.params_after)
+    if keep_modules:
+        from .module_mode import minimize_modules
+        t_m = time.perf_counter()
+        module, mplan, mnotes, mstats, _ = minimize_modules(work, cap, example_inputs, after, verify_result)
+        report.notes.extend(mnotes)
+        report.module_mode = mstats
+        report.params_after = mstats["module_elements"]
+        report.timings["module_mode"] = time.perf_counter() - t_m
+        return MinimizeResult(module, report, mplan or plan, example_inputs, cap.dynamic_batch,
+                              cap.dynamic_shapes, graph_module=small)
     return MinimizeResult(small, report, plan, example_inputs, cap.dynamic_batch, cap.dynamic_shapes)
 
 

@@ -133,7 +133,11 @@ class CompensatedLayerNorm(nn.Module):
 
 
 class CompensatedRMSNorm(nn.Module):
-    """RMSNorm over ``count`` channels of which only the kept ones are stored (extra state s2)."""
+    """RMSNorm over ``count`` channels of which only the kept ones are stored (extra state s2).
+
+    Half-precision inputs are normalised in float32 and cast back before the weight is applied,
+    as Hugging Face's Llama/Mistral/Qwen2 RMSNorm does (the module mode's replacement for it).
+    """
 
     def __init__(self, kept: int, count: int, s2: float = 0.0, eps: float = 1e-6, elementwise_affine: bool = True,
                  dim: int = -1):
@@ -142,4 +146,15 @@ class CompensatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(kept)) if elementwise_affine else None
 
     def forward(self, x):
+        if x.dtype in (torch.float16, torch.bfloat16):
+            y = compensated_rms_norm(x.float(), self.count, self.s2, None, self.eps, self.dim).to(x.dtype)
+            if self.weight is None:
+                return y
+            shape = [1] * x.dim()
+            shape[self.dim] = x.shape[self.dim]
+            return self.weight.reshape(shape) * y
         return compensated_rms_norm(x, self.count, self.s2, self.weight, self.eps, self.dim)
+
+    def extra_repr(self):
+        return f"kept={self.weight.numel() if self.weight is not None else '?'}, count={self.count}, " \
+               f"s2={self.s2:.6g}, eps={self.eps}, dim={self.dim}"

@@ -37,6 +37,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
     plan: Optional[Plan] = field(default=None, repr=False)
     graph: Optional[GraphInfo] = field(default=None, repr=False)
+    #: keep_modules=True: module_elements, graph_elements, beyond_module_mode (elements graph
+    #: mode removes that module mode keeps)
+    module_mode: dict = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:

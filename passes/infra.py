@@ -34,6 +34,9 @@ class RewriteContext:
     origin: dict = field(default_factory=dict)
     stats: Counter = field(default_factory=Counter)
     done: list = field(default_factory=list)  # names of the passes that ran, in order
+    #: False in module mode: rewrites may resize tensors but must not add ops that the user's
+    #: own modules cannot express (a Linear's gather of its kept CONST columns)
+    structural: bool = True
 
     # ------------------------------------------------------------------ reading
     def rule_of(self, n: fx.Node) -> Rule:

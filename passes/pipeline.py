@@ -52,12 +52,17 @@ def check_shapes(gm: fx.GraphModule) -> None:
             mode.allow_non_fake_inputs = saved
 
 
-def run_pipeline(gm: fx.GraphModule, plan, check: bool = False) -> tuple[fx.GraphModule, dict]:
+def run_pipeline(gm: fx.GraphModule, plan, check: bool = False, structural: bool = True,
+                 origin: dict | None = None) -> tuple[fx.GraphModule, dict]:
     """A new GraphModule computing the same function with the plan's channels removed, and the
     passes' counters. The canonical module is not modified: the copy shares unchanged tensors
-    with it and every rewrite replaces (never mutates) the tensors it shrinks."""
+    with it and every rewrite replaces (never mutates) the tensors it shrinks.
+    ``structural=False`` (module mode) forbids rewrites that add ops a module cannot express;
+    ``origin``, when given, receives the context's fresh-attribute → original-attribute table."""
     out = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="MinimizedModule")
-    ctx = RewriteContext(out, plan)
+    ctx = RewriteContext(out, plan, structural=structural)
+    if origin is not None:
+        ctx.origin = origin
     passes = [p(ctx) for p in PASSES]
     by_name = {p.name: p for p in passes}
     constraints = [this_before_that_pass_constraint(by_name[a], p) for p in passes for a in p.after]

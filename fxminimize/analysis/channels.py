@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from types import MappingProxyType
-from typing import Optional
+from typing import Mapping, Optional
 
 import networkx as nx
 import numpy as np
@@ -170,6 +170,23 @@ class ChannelAnalysis:
             if n in self.off and self.native.get(n):
                 self.rule(n).value(self.cx, n)
         self._units()
+        self._require()
+        plan = self._plan()
+        object.__setattr__(plan, "timings", MappingProxyType({"analysis": time.perf_counter() - t0}))
+        object.__setattr__(plan, "rule_calls", self.rule_calls)
+        object.__setattr__(plan, "fixpoint_rounds", self.rounds)
+        return plan
+
+    def widen(self, extra: Mapping[str, np.ndarray]) -> Plan:
+        """After :meth:`run`: the plan again with the channels in ``extra`` (node name → bool
+        mask) required as well, and everything they need in turn (module mode's constraints).
+        ``req`` only grows and the rules are monotone, so resuming the fixpoint from the current
+        requirements gives the least fixpoint of the rules plus ``extra``; spaces, couplings,
+        values and units are reused."""
+        t0 = time.perf_counter()
+        by_name = {n.name: n for n in self.off}
+        for name, mask in extra.items():
+            self.need(by_name[name], mask, by_name[name])
         self._require()
         plan = self._plan()
         object.__setattr__(plan, "timings", MappingProxyType({"analysis": time.perf_counter() - t0}))

@@ -143,7 +143,7 @@ class AttentionOut(Rule):
             args = list(m.args) + [None] * (4 - len(m.args))
             args[2], args[3] = (0, half) if which == "lo" else (half, args[3])
             m.args = tuple(args[:4]) + tuple(m.args[4:])
-        for name, i, dim in r.posops:
+        for name, i, dim in (r.posops if len(S) < r.D else ()):  # all dims kept: nothing to gather
             m = nodes[name]
             val = getattr(m.args[i], "meta", {}).get("val")
             idx = ctx.index(S)

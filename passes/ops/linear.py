@@ -84,7 +84,7 @@ class LinearRule(Contraction):
         weight is not shared (a tied weight keeps its shape). Returns (const positions, values,
         live positions) within x's kept channels, or None."""
         plan = ctx.plan
-        if len(w.users) > 1:
+        if len(w.users) > 1 or not ctx.structural:  # module mode: the module reads its whole input
             return None
         keep_x = plan.kept(x)
         cm, cv = plan.const_mask[x.name][keep_x], plan.const_val[x.name][keep_x]

@@ -1,0 +1,183 @@
+"""Module mode (``minimize(..., keep_modules=True)``) on the example zoo and small hand-built models.
+
+For every case: ``result.module`` is the user's class; it matches the masked original at batch
+1, 2 and 5 (helpers.compare: rtol 1e-4, atol 1e-5·max(1, max|y|), float32); it never stores more
+than the input; and it removes what graph mode removes (same tensor shapes for every parameter
+the two share) except where the report says why. The user's model is untouched.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+import pytest
+import torch
+import torch.nn as nn
+
+import fxminimize
+from fxminimize.testing.zoo import ZOO, example_input, induce_dead_channels
+from helpers import assert_unchanged, compare, state
+from shape_pins import zoo_cases
+
+CASES = {name: (model, ex, masks) for name, model, ex, masks in zoo_cases()
+         if name.endswith("/rows") or name.split("/")[0] in ("convnext_small", "mobilenetv2_small")}
+
+
+def _masked(model, masks):
+    ref = copy.deepcopy(model)
+    if masks:
+        with torch.no_grad():
+            for name, p in ref.named_parameters():
+                if name in masks:
+                    p.mul_(masks[name].to(p.dtype))
+    return ref
+
+
+def check_module_mode(model, example, masks=None, batches=(1, 2, 5), make_input=None):
+    before = state(model)
+    res = fxminimize.minimize(model, example, masks=masks, keep_modules=True)
+    assert_unchanged(model, before)
+    assert type(res.module) is type(model)
+    assert res.module is not model
+    ref = _masked(model, masks)
+    g = torch.Generator().manual_seed(3)
+    for b in batches:
+        xs = make_input(b) if make_input else tuple(torch.randn((b,) + tuple(t.shape[1:]), generator=g) for t in example)
+        compare(ref, res.module, xs)
+    mm = res.report.module_mode
+    assert mm["module_elements"] == res.report.params_after <= res.report.params_before
+    assert fxminimize.size.stored_elements(res.module) == mm["module_elements"]
+    if mm["beyond_module_mode"] == 0 and not mm["kept_by"]:  # same plan: same shapes
+        graph = {k: tuple(v.shape) for k, v in res.graph_module.state_dict().items()}
+        mod = {k: tuple(v.shape) for k, v in res.module.state_dict().items()}
+        common = set(graph) & set(mod)
+        assert common
+        assert {k: mod[k] for k in common} == {k: graph[k] for k in common}
+    elif mm["beyond_module_mode"]:
+        assert any("graph mode removes" in n and f"{mm['beyond_module_mode']:,}" in n for n in res.report.notes)
+    return res
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_zoo(name):
+    model, ex, masks = CASES[name]
+    res = check_module_mode(model, ex, masks)
+    assert not any("cannot resize" in n for n in res.report.notes), res.report.notes
+    if res.report.module_mode["graph_elements"] < res.report.params_before \
+            and not name.startswith("shufflenet"):  # there module mode keeps the CONST output channels
+        assert res.report.params_after < res.report.params_before
+
+
+def test_resnet_dead_filters_are_gone():
+    model = ZOO["resnet_small"][0]()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.normal_(0, 0.2)
+    induce_dead_channels(model, "layer2.conv1", [0, 5, 7])
+    with torch.no_grad():  # conv rows 0 -> BN: CONST(β − γμ/σ) = CONST(-1·…) < 0 -> ReLU: ZERO
+        model.layer2.bn1.running_mean[[0, 5, 7]] = 0.0
+        model.layer2.bn1.bias[[0, 5, 7]] = -1.0
+    C = model.layer2.conv1.out_channels
+    res = check_module_mode(model, (example_input("resnet_small"),))
+    small = res.module
+    assert small.layer2.conv1.out_channels == C - 3 and small.layer2.conv1.weight.shape[0] == C - 3
+    assert small.layer2.bn1.num_features == C - 3 and small.layer2.bn1.running_mean.shape == (C - 3,)
+    assert small.layer2.conv2.in_channels == C - 3 and small.layer2.conv2.weight.shape[1] == C - 3
+
+
+class _Mlp(nn.Module):
+    def __init__(self, hard_coded_view=False):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(10, 16), nn.Linear(16, 16, bias=False), nn.Linear(16, 4)
+        self.hard = hard_coded_view
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        if self.hard:
+            h = h.reshape(-1, 16)  # a size the user's code fixes: the resized module cannot run
+        return self.fc3(torch.relu(self.fc2(h)) + 1.0)
+
+
+def _mlp(hard=False):
+    torch.manual_seed(0)
+    m = _Mlp(hard).eval()
+    with torch.no_grad():
+        m.fc1.weight[[2, 9]] = 0
+        m.fc1.bias[[2, 9]] = 0.0          # dead: relu(0) = 0
+        m.fc2.weight[[1, 4]] = 0          # fc2 rows 1, 4 CONST(0) -> relu -> +1: CONST(1), folded into fc3
+    return m
+
+
+def test_constants_fold_into_created_bias():
+    m = _mlp()
+    res = check_module_mode(m, (torch.randn(3, 10),))
+    s = res.module
+    assert s.fc1.out_features == 14 and s.fc2.in_features == 14
+    assert s.fc2.out_features == 14 and s.fc3.in_features == 14
+    assert s.fc2.bias is None  # fc2 had none and nothing folds into it
+    # fc3 reads fc2's CONST rows (value 1 after relu + 1): b' = b + W[:, removed]·1
+    full = m.fc3.bias + m.fc3.weight[:, [1, 4]].sum(1)
+    torch.testing.assert_close(s.fc3.bias, full, rtol=1e-6, atol=1e-6)
+
+
+def test_module_mode_keeps_model_whole_when_forward_fixes_sizes():
+    m = _mlp(hard=True)
+    before = state(m)
+    res = fxminimize.minimize(m, (torch.randn(3, 10),), keep_modules=True)
+    assert_unchanged(m, before)
+    assert type(res.module) is _Mlp
+    assert any("cannot resize" in n for n in res.report.notes)
+    assert res.report.params_after == res.report.params_before       # unshrunk, exact
+    assert res.report.module_mode["graph_elements"] < res.report.params_before
+    compare(m, res.module, (torch.randn(5, 10),))
+    compare(m, res.graph_module, (torch.randn(5, 10),))
+
+
+def test_default_is_graph_mode():
+    res = fxminimize.minimize(_mlp(), (torch.randn(3, 10),))
+    assert isinstance(res.module, torch.fx.GraphModule) and res.graph_module is None
+
+
+def test_unread_input_features_stay_and_the_report_counts_them():
+    """Graph mode gathers the 684 input pixels fc1 reads; the user's forward takes all 784, so
+    module mode keeps fc1's columns: it stores 300·100 weights more, less graph mode's index."""
+    torch.manual_seed(0)
+    model = ZOO["lenet_300_100"][0]()
+    with torch.no_grad():
+        model.fc1.weight[:, :100] = 0
+    res = check_module_mode(model, (example_input("lenet_300_100"),))
+    assert res.module.fc1.in_features == 784
+    assert res.graph_module.fc1.weight.shape == (300, 684)
+    mm = res.report.module_mode
+    assert mm["kept_by"] == {"input features no module reads (graph mode gathers them)": 100}
+    assert mm["beyond_module_mode"] == 300 * 100 - 684
+
+
+def test_widen_keeps_what_the_extra_channels_read():
+    """ChannelAnalysis.widen: a channel required afterwards pulls in what it reads (fc2 row
+    kept -> the fc1 channels it reads are kept again)."""
+    from fxminimize.analysis.channels import ChannelAnalysis
+    from fxminimize.capture import capture
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    with torch.no_grad():
+        m[4].weight[:, 2] = 0          # fc3 never reads fc2's channel 2 ...
+        m[2].weight[2] = 0
+        m[2].weight[2, 7] = 1.0        # ... which alone reads fc1's channel 7
+        m[2].weight[:2, 7] = 0
+        m[2].weight[3:, 7] = 0
+    gm = capture(m, (torch.randn(2, 6),)).gm
+    ca = ChannelAnalysis(gm)
+    plan = ca.run()
+    names = [n.name for n in gm.graph.nodes if n.op == "call_function" and plan.tracked(n.name)]
+    fc1, fc2 = [n for n in names if n.startswith("linear")][:2]
+    assert 2 not in plan.keep[fc2] and 7 not in plan.keep[fc1]
+    extra = np.zeros(plan.size[fc2], bool)
+    extra[2] = True
+    wide = ca.widen({fc2: extra})
+    assert 2 in wide.keep[fc2] and 7 in wide.keep[fc1]
