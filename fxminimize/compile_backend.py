@@ -11,18 +11,24 @@ For every graph dynamo captures (one per graph break):
    buffers, when it cannot be minimized exactly (:class:`~fxminimize.MinimizationError`, any
    export failure), or when nothing can be removed.
 2. Otherwise its parameters and buffers are *frozen*: they become the attributes of a wrapper
-   module around the graph, and :func:`fxminimize.minimize` rewrites that wrapper (it re-exports
-   to aten, analyses, rewrites and verifies the result against the graph). The compiled
-   function then calls the minimized module on the graph's other inputs.
+   module around the graph (:mod:`fxminimize.compile_graph`), and :func:`fxminimize.minimize`
+   rewrites that wrapper (it re-exports to aten, analyses, rewrites and verifies the result
+   against the graph), with the same dims dynamic as dynamo's graph: none on the first compile,
+   and, once dynamo has seen another batch size, sequence length or image size and recompiled
+   the graph with symbolic sizes, those dims (``dynamic_batch``/``dynamic_sizes``). The
+   compiled function then calls the minimized module on the graph's other inputs.
 3. ``options={"then": "inductor"}`` (any backend name or callable) hands the minimized graph, or
-   the unchanged one on pass-through, on to that backend.
+   the unchanged one on pass-through, on to that backend: once per shape when the minimized
+   graph is static, as one dynamic graph when it keeps sizes symbolic.
 
 Outputs always equal eager: minimization is verified (:mod:`fxminimize.verify` tolerances), and
 at run time the compiled function falls back to the original graph if a frozen weight was
 modified in place or replaced since compiling (``Tensor._version`` / identity check), or if an
-input shape differs from the one the minimized graph was made for. Every decision is logged
-(logger ``fxminimize.compile_backend``) and recorded: :func:`history` returns one
-:class:`GraphRecord` per compiled graph, with the parameter counts before and after.
+input's size differs in a dim that the minimized graph keeps static (its plan needed the size;
+the log names the dim when dynamo made it dynamic). Every decision is logged (logger
+``fxminimize.compile_backend``) and recorded: :func:`history` returns one :class:`GraphRecord`
+per compiled graph, with the parameter counts before and after and, per call, which graph ran
+(``calls``, ``minimized_calls``, ``fallbacks``).
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fxminimize.ir import bind, set_arg
-from ..infra import add_fold, fold_vector
+from ..infra import add_fold, fold_removed_columns, fold_vector
 from ..registry import register
 from .common import _nonzero
 from .contraction import Contraction
@@ -188,8 +188,7 @@ class ConvRule(Contraction):
         spatial = tuple(range(2, W.dim()))
         if g == 1:
             if x_shrinks:
-                wsum = Wr.double().sum(dim=spatial)
-                bias = add_fold(bias, fold_vector(plan, x, wsum, (Wr != 0).any(dim=spatial)))
+                bias = add_fold(bias, fold_removed_columns(plan, x, Wr))
                 Wr = Wr[:, ctx.index(plan.kept(x), W)]
         else:
             O, Ig = W.shape[0], W.shape[1]
