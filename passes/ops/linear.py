@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fxminimize.ir import bind
-from ..infra import add_fold, fold_removed_columns
+from ..infra import add_fold, fold_removed_columns, take
 from ..registry import register
 from .common import _nonzero
 from .contraction import Contraction
@@ -57,11 +57,10 @@ class LinearRule(Contraction):
         W = self.weight(ctx, n)
         rows = ctx.index(plan.kept(n), W)
         bias = ctx.tensor(b).detach().double()[rows] if b is not None else None
-        if x_ok and plan.shrinks(x):   # each kept weight is copied once: W[R][:, K] in one gather
-            bias = add_fold(bias, fold_removed_columns(plan, x, W, rows))
-            Wr = W[rows[:, None], ctx.index(plan.kept(x), W)]
-        else:
-            Wr = W[rows]
+        Wr = take(W, 0, rows)   # a dim kept whole is not copied
+        if x_ok and plan.shrinks(x):
+            bias = add_fold(bias, fold_removed_columns(plan, x, Wr))
+            Wr = take(Wr, 1, ctx.index(plan.kept(x), W))
         if narrow is not None:  # CONST channels x keeps for other readers: fold, read the rest
             const_pos, values, live_pos = narrow
             fold = Wr[:, ctx.index(const_pos, W)].double() @ torch.from_numpy(values).to(W.device)
