@@ -83,13 +83,14 @@ def check_inputs(model: nn.Module, example_inputs: tuple) -> None:
 _DTYPE_ERROR = re.compile(r"dtype|scalar type|Long|Int|Float|Double|Half|BFloat16", re.I)
 
 
-def run_on_examples(model: nn.Module, example_inputs: tuple) -> None:
+def run_on_examples(model: nn.Module, example_inputs: tuple):
     """Call ``model`` once on its example inputs (no grad) so that inputs the model itself
     rejects (a wrong shape, integers where it computes in float) are refused before capture,
-    with the cause named, rather than deep inside torch.export or verification."""
+    with the cause named, rather than deep inside torch.export or verification. Returns the
+    outputs (verification compares with them: the original runs once on the example inputs)."""
     try:
         with torch.no_grad():
-            model(*example_inputs)
+            return model(*example_inputs)
     except Exception as exc:  # noqa: BLE001 - any failure of the user's own model on its inputs
         log.debug("the model raises on its example inputs", exc_info=exc)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -135,30 +136,34 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
         raise MinimizationError("example_inputs must be a tuple of positional arguments, "
                                 f"got {type(example_inputs).__name__}")
     t0 = time.perf_counter()
+    program = None
     if isinstance(model, torch.export.ExportedProgram):
         # keep the program's own batch-size contract: dynamic only if it was exported so
         dynamic_batch = dynamic_batch and _batch_is_dynamic(model.graph_module)
-        model = model.module()
+        program, model = model, model.module()
     if not isinstance(model, nn.Module):
         raise MinimizationError(f"expected an nn.Module, GraphModule or ExportedProgram, got {type(model).__name__}")
     check_inputs(model, example_inputs)
     check_model(model)
     copied = needs_copy(model, masks)
     work = masked_copy(model, masks) if copied else model
-    check_model(work)
-    run_on_examples(work, example_inputs)
+    if copied:
+        check_model(work)
+    ref_out = run_on_examples(work, example_inputs)
     canon, notes = work, []
-    if any(type(m) is nn.MultiheadAttention for m in work.modules()):
+    if program is not None and not copied:
+        canon = program   # captured already: used as is (its own dynamic dims), not exported again
+    elif any(type(m) is nn.MultiheadAttention for m in work.modules()):
         canon = copy.deepcopy(work)  # verification still compares against the unchanged copy
         notes = canonicalize(canon)
     sizes = dynamic_batch and dynamic_sizes
     try:
-        run = _run(canon, work, example_inputs, dynamic_batch, sizes, verify_result)
+        run = _run(canon, work, example_inputs, dynamic_batch, sizes, verify_result, ref_out)
     except MinimizationError as exc:
-        if not sizes:
+        if not sizes or canon is program:
             raise
         log.debug("capture with every size dynamic failed; retrying with a dynamic batch only", exc_info=exc)
-        run = _run(canon, work, example_inputs, dynamic_batch, False, verify_result)
+        run = _run(canon, work, example_inputs, dynamic_batch, False, verify_result, ref_out)
         notes.append("only the example's sizes (beyond the batch) are accepted: with them dynamic, "
                      f"{str(exc).splitlines()[0]}")
     cap, plan, small, stats, res, times = run
@@ -178,7 +183,8 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
                          "parameters and buffers: its forward creates constants (cached tables, masks) that "
                          "the graph must keep")
         if verify_result:
-            res = verify(work, small, example_inputs, cap.dynamic_batch, input_symbols(cap.gm), cap.dynamic_sizes)
+            res = verify(work, small, example_inputs, cap.dynamic_batch, input_symbols(cap.gm), cap.dynamic_sizes,
+                         ref_out)
             if not res.ok:
                 raise MinimizationError("the captured model does not match the original; refusing to return it. "
                                         + res.message)
@@ -249,7 +255,7 @@ def _unrewritten(gm: fx.GraphModule, training: bool) -> fx.GraphModule:
     return out
 
 
-def _run(canon, work, example_inputs, dynamic_batch: bool, dynamic_sizes: bool, verify_result: bool):
+def _run(canon, work, example_inputs, dynamic_batch: bool, dynamic_sizes: bool, verify_result: bool, ref_out=None):
     """Capture, analyse, rewrite and verify once: (captured, plan, module, pass stats, verify
     result or None, (t_capture, t_analysis, t_rewrite) end times)."""
     cap = capture(canon, example_inputs, dynamic_batch=dynamic_batch, dynamic_sizes=dynamic_sizes)
@@ -265,7 +271,8 @@ def _run(canon, work, example_inputs, dynamic_batch: bool, dynamic_sizes: bool, 
     t3 = time.perf_counter()
     res = None
     if verify_result:
-        res = verify(work, small, example_inputs, cap.dynamic_batch, input_symbols(cap.gm), cap.dynamic_sizes)
+        res = verify(work, small, example_inputs, cap.dynamic_batch, input_symbols(cap.gm), cap.dynamic_sizes,
+                     ref_out)
         if not res.ok:
             raise MinimizationError("the minimized model does not match the original; refusing to return it. "
                                     + res.message)

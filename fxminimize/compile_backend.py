@@ -11,37 +11,45 @@ For every graph dynamo captures (one per graph break):
    buffers, when it cannot be minimized exactly (:class:`~fxminimize.MinimizationError`, any
    export failure), or when nothing can be removed.
 2. Otherwise its parameters and buffers are *frozen*: they become the attributes of a wrapper
-   module around the graph, and :func:`fxminimize.minimize` rewrites that wrapper (it re-exports
-   to aten, analyses, rewrites and verifies the result against the graph). The compiled
-   function then calls the minimized module on the graph's other inputs.
+   module around the graph (:mod:`fxminimize.compile_graph`), and :func:`fxminimize.minimize`
+   rewrites that wrapper (it re-exports to aten, analyses, rewrites and verifies the result
+   against the graph), with the same dims dynamic as dynamo's graph: none on the first compile,
+   and, once dynamo has seen another batch size, sequence length or image size and recompiled
+   the graph with symbolic sizes, those dims (``dynamic_batch``/``dynamic_sizes``). The
+   compiled function then calls the minimized module on the graph's other inputs.
 3. ``options={"then": "inductor"}`` (any backend name or callable) hands the minimized graph, or
-   the unchanged one on pass-through, on to that backend.
+   the unchanged one on pass-through, on to that backend: once per shape when the minimized
+   graph is static, as one dynamic graph when it keeps sizes symbolic.
 
 Outputs always equal eager: minimization is verified (:mod:`fxminimize.verify` tolerances), and
 at run time the compiled function falls back to the original graph if a frozen weight was
 modified in place or replaced since compiling (``Tensor._version`` / identity check), or if an
-input shape differs from the one the minimized graph was made for. Every decision is logged
-(logger ``fxminimize.compile_backend``) and recorded: :func:`history` returns one
-:class:`GraphRecord` per compiled graph, with the parameter counts before and after.
+input's size differs in a dim that the minimized graph keeps static (its plan needed the size;
+the log names the dim when dynamo made it dynamic). Every decision is logged (logger
+``fxminimize.compile_backend``) and recorded: :func:`history` returns one :class:`GraphRecord`
+per compiled graph, with the parameter counts before and after and, per call, which graph ran
+(``calls``, ``minimized_calls``, ``fallbacks``).
 """
 from __future__ import annotations
 
+import collections
 import inspect
 import logging
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
 import torch
 import torch.fx as fx
-import torch.nn as nn
 
+from .compile_graph import Runner, dynamic_dims, frozen_module, plan_inputs, shapes_of, static_reason
 from .size import graph_scalar_elements, stored_elements, tensor_elements
 
 log = logging.getLogger(__name__)
 
 _HISTORY: List["GraphRecord"] = []
+MAX_CALLS = 256
+"""Calls remembered per graph in :attr:`GraphRecord.calls`."""
 
 
 @dataclass
@@ -56,8 +64,16 @@ class GraphRecord:
     max_abs_error: float = 0.0
     then: Optional[str] = None
     fallbacks: int = 0               # run-time calls that fell back to the original graph
+    minimized_calls: int = 0         # run-time calls that ran the minimized graph
+    #: the most recent calls (at most :data:`MAX_CALLS`), oldest first: (input shapes, "minimized"
+    #: or "original"), so which graph ran at each call can be checked
+    calls: Any = None
     variants: int = 0                # sets of frozen weights it was minimized for
     result: Any = None               # the MinimizeResult, when minimized
+
+    def __post_init__(self):
+        if self.calls is None:
+            self.calls = collections.deque(maxlen=MAX_CALLS)
 
     def __str__(self) -> str:
         s = f"graph {self.index}: {self.status}"
@@ -75,37 +91,6 @@ def history() -> List[GraphRecord]:
 
 def clear_history() -> None:
     _HISTORY.clear()
-
-
-# ----------------------------------------------------------------------------- helpers
-_SEG = re.compile(r"\._(?:modules|parameters|buffers)\['([^']*)'\]")
-
-
-def _source_name(node: fx.Node) -> str:
-    ga = node.meta.get("grapharg")
-    src = getattr(ga, "source", None)
-    if src is None:
-        return ""
-    name = getattr(src, "name", "")
-    return name() if callable(name) else str(name)
-
-
-def _frozen_kind(node: fx.Node, value) -> Optional[str]:
-    """'parameter' / 'buffer' for a placeholder that holds module state, else None."""
-    if not isinstance(value, torch.Tensor):
-        return None
-    src = _source_name(node)
-    if isinstance(value, nn.Parameter) or "._parameters[" in src:
-        return "parameter"
-    if "._buffers[" in src:
-        return "buffer"
-    return None
-
-
-def _fqn(node: fx.Node) -> str:
-    """``L['self']._modules['fc1']._parameters['weight']`` → ``fc1.weight``."""
-    segs = _SEG.findall(_source_name(node))
-    return ".".join(segs) if segs else ""
 
 
 def _training_op(gm: fx.GraphModule) -> Optional[str]:
@@ -131,121 +116,11 @@ def _training_op(gm: fx.GraphModule) -> Optional[str]:
     return None
 
 
-class _Frozen(nn.Module):
-    """The captured graph with its parameter/buffer inputs held as attributes.
-
-    ``forward(*user_inputs)`` rebuilds the graph's full argument list: frozen tensors from the
-    attributes, user tensors in order, and size placeholders (dynamic shapes) from the size of
-    the tensor they were taken from."""
-
-    def __init__(self, gm: fx.GraphModule, slots, frozen):
-        super().__init__()
-        self.graph_module = gm
-        self._slots = slots          # per placeholder: ("frozen", attr path) | ("user", j) | ("size", j, dim)
-        for path, kind, t in frozen:
-            owner = self
-            *mods, leaf = path.split(".")
-            for m in mods:
-                if m not in owner._modules:
-                    owner.add_module(m, nn.Module())
-                owner = owner._modules[m]
-            if kind == "parameter":
-                owner.register_parameter(leaf, t if isinstance(t, nn.Parameter)
-                                         else nn.Parameter(t, requires_grad=False))
-            else:
-                owner.register_buffer(leaf, t)
-
-    def _call(self, *user):
-        args = []
-        for s in self._slots:
-            if s[0] == "frozen":
-                args.append(self.get_parameter(s[1]) if s[2] == "parameter" else self.get_buffer(s[1]))
-            elif s[0] == "user":
-                args.append(user[s[1]])
-            else:
-                args.append(user[s[1]].size(s[2]))
-        return self.graph_module(*args)
-
-
-
-def _frozen_module(gm, slots, frozen) -> _Frozen:
-    """A :class:`_Frozen` whose ``forward`` takes exactly the user inputs, by position (export
-    needs one named argument per input, not ``*args``)."""
-    n = sum(1 for s in slots if s[0] == "user")
-    names = ", ".join(f"x{i}" for i in range(n))
-    ns = {}
-    exec(f"def forward(self, {names}):\n    return self._call({names})\n", ns)  # noqa: S102 - fixed template
-    cls = type("FrozenGraph", (_Frozen,), {"forward": ns["forward"]})
-    return cls(gm, slots, frozen)
-
-
-def _plan_inputs(gm: fx.GraphModule, example_inputs):
-    """Classify the placeholders. Returns (slots, frozen, user_examples, dynamic_batch) or a reason."""
-    phs = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(phs) != len(example_inputs):
-        return f"{len(phs)} placeholders but {len(example_inputs)} example inputs"
-    slots, frozen, user, user_src = [], [], [], {}
-    used_paths = set()
-    pending_sizes = []
-    for i, (n, v) in enumerate(zip(phs, example_inputs)):
-        kind = _frozen_kind(n, v)
-        if kind is not None:
-            path = _fqn(n) or re.sub(r"\W", "_", n.name)
-            if path in used_paths or any(p.startswith(path + ".") or path.startswith(p + ".") for p in used_paths):
-                path = re.sub(r"\W", "_", n.name)
-            used_paths.add(path)
-            frozen.append((path, kind, v.detach() if kind == "buffer" else v))
-            slots.append(("frozen", path, kind))
-        elif isinstance(v, torch.Tensor):
-            user_src[_source_name(n)] = len(user)
-            slots.append(("user", len(user)))
-            user.append(v)
-        elif isinstance(v, (int, torch.SymInt)):
-            src = getattr(n.meta.get("grapharg"), "source", None)
-            pending_sizes.append((i, src, n))
-            slots.append(None)
-        else:
-            return f"unsupported graph input {n.name} of type {type(v).__name__}"
-    dynamic_batch = False
-    for i, src, n in pending_sizes:
-        base = getattr(src, "base", None)
-        prop = getattr(getattr(src, "prop", None), "name", str(getattr(src, "prop", "")))
-        idx = getattr(src, "idx", None)
-        bname = base.name() if callable(getattr(base, "name", None)) else getattr(base, "name", None)
-        if base is None or "SIZE" not in str(prop).upper() or idx is None or bname not in user_src:
-            return f"size input {n.name} ({_source_name(n)}) is not the size of a graph input"
-        slots[i] = ("size", user_src[bname], int(idx))
-        dynamic_batch = dynamic_batch or int(idx) == 0
-    if not frozen:
-        return "the graph reads no parameters or buffers"
-    return slots, frozen, user, dynamic_batch
-
-
 def _lookup(then):
     if then is None or callable(then):
         return then
     from torch._dynamo.backends.registry import lookup_backend
     return lookup_backend(then)
-
-
-def _flat_module(gm: fx.GraphModule):
-    """A copy of a canonical module (pytree codegen) taking and returning flat tensors, as
-    dynamo backends expect, and a function that puts its outputs back into the structure the
-    canonical module returns (``None`` and constant outputs included)."""
-    g = fx.Graph()
-    env = {}
-    for n in gm.graph.nodes:
-        if n.op == "output":
-            outs = list(n.args[0]) if isinstance(n.args[0], (list, tuple)) else [n.args[0]]
-            g.output(tuple(env[o] if isinstance(o, fx.Node) else o for o in outs))
-        else:
-            env[n] = g.node_copy(n, lambda m: env[m])
-    info = getattr(gm.graph._codegen, "pytree_info", None)
-    out_spec = getattr(info, "out_spec", None)
-
-    def restore(flat):
-        return torch.utils._pytree.tree_unflatten(list(flat), out_spec) if out_spec is not None else flat
-    return fx.GraphModule(gm, g, "FxMinimizedGraph"), restore
 
 
 # ----------------------------------------------------------------------------- backend
@@ -294,12 +169,13 @@ def backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, 
     why = _training_op(gm)
     if why:
         return passthrough(f"{why}: the model is in training mode")
-    planned = _plan_inputs(gm, example_inputs)
+    planned = plan_inputs(gm, example_inputs)
     if isinstance(planned, str):
         return passthrough(planned)
-    slots, frozen, _, dynamic_batch = planned
+    slots, frozen, _ = planned
     frozen_pos = [i for i, s in enumerate(slots) if s[0] == "frozen"]
     user_pos = [i for i, s in enumerate(slots) if s[0] == "user"]
+    dyn = dynamic_dims(gm, slots)   # per user input: the dims dynamo made dynamic
     fallback_fn = gm.forward
 
     def key_of(args):
@@ -314,12 +190,13 @@ def backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, 
         from .api import minimize
         from .errors import MinimizationError
         try:
-            wrapper = _frozen_module(gm, slots, tensors).eval()
+            wrapper = frozen_module(gm, slots, tensors).eval()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 # export cannot trace inference tensors, and must not see dynamo's tracing context
                 with torch.inference_mode(False), torch._guards.tracing(None):
-                    res = minimize(wrapper, tuple(user), verify_result=do_verify, dynamic_batch=dynamic_batch)
+                    res = minimize(wrapper, tuple(user), verify_result=do_verify, dynamic_batch=any(dyn),
+                                   dynamic_sizes=any(d - {0} for d in dyn))
         except MinimizationError as exc:
             return f"cannot be minimized exactly: {str(exc).splitlines()[0]}", None
         except Exception as exc:  # noqa: BLE001 - any failure falls back to the unchanged graph
@@ -328,25 +205,7 @@ def backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, 
         if not res.plan.anything_removed:
             return "nothing to remove", None
         small = res.module
-        shapes = [tuple(t.shape) if isinstance(t, torch.Tensor) else None for t in user]
-        free_dim0 = res.dynamic_batch
-        compiled = {}   # input shapes → function of the next backend (it may specialise shapes)
-        eager = small if then_fn is None else None      # returns the graph's own output structure
-
-        def runner(xs):
-            for s, a in zip(shapes, xs):
-                if s is not None and (a.dim() != len(s) or
-                                      any(a.shape[d] != s[d] for d in range(1 if free_dim0 else 0, len(s)))):
-                    return None, f"input shape {tuple(a.shape)} differs from the compiled {s}"
-            if eager is not None:
-                return eager(*xs), None
-            k = tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else x for x in xs)
-            fn = compiled.get(k)
-            if fn is None:
-                flat, restore = _flat_module(small)
-                fn = compiled[k] = (hand_on(flat, xs), restore)
-            return fn[1](fn[0](*xs)), None
-
+        runner = Runner(rec.index, small, user, dyn, then_fn, hand_on, static_reason(res))
         before = tensor_elements(t for _, _, t in tensors) + graph_scalar_elements(gm.graph)
         after = stored_elements(small)
         return runner, (res, before, after, [args[i] for i in frozen_pos])
@@ -364,6 +223,7 @@ def backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, 
 
     def fallback(args, why_not):
         rec.fallbacks += 1
+        rec.calls.append((shapes_of(args[i] for i in user_pos), "original"))
         if rec.fallbacks == 1:
             log.warning("fxminimize backend: graph %d runs unminimized: %s", rec.index, why_not)
         return fallback_fn(*args)
@@ -386,7 +246,11 @@ def backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, 
         if info is None:
             return fallback(args, fn)
         out, why_not = fn([args[i] for i in user_pos])
-        return fallback(args, why_not) if why_not else out
+        if why_not:
+            return fallback(args, why_not)
+        rec.minimized_calls += 1
+        rec.calls.append((shapes_of(args[i] for i in user_pos), "minimized"))
+        return out
 
     run.fxminimize_record = rec
     return run

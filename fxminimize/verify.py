@@ -3,10 +3,16 @@
 Inputs: the example inputs, fresh random inputs of the same shapes, when the batch dim is
 dynamic random inputs at batch sizes 1 and B+1 (another batch size; B+1 keeps the activation
 memory of the check close to the example's), and when the graph keeps other sizes symbolic
-(a sequence length, an image size) random inputs at other values of those (one less, or one
-more for sizes ≤ 2). Inputs are drawn on the example's device, in its dtype. Float inputs are drawn from a normal
-distribution matched to the example's mean and spread; integer inputs uniformly from the
-example's range.
+(a sequence length, an image size) random inputs at other values of those: about half
+(``v // 2`` for sizes ≥ 8, so the check costs a half of the example's for a sequence and a
+quarter for an image), or, when the original model rejects that (a minimum size, a
+divisibility constraint), one less (one more for sizes ≤ 2). Inputs are drawn on the example's
+device, in its dtype. Float inputs are drawn from a normal distribution matched to the
+example's mean and spread; integer inputs uniformly from the example's range.
+
+The original model runs once per input set; on the example inputs its outputs can be passed
+in (``reference_outputs``: :func:`fxminimize.api.minimize` has already run it there, to refuse
+inputs the model itself rejects), so it does not run again.
 
 Tolerance and output matching: :mod:`fxminimize.compare` (rtol = 1e-4, atol = 1e-5·max(1, max|y|)
 for float32; 1e-10/1e-12 for float64). Removing exact zeros and folding constants only reorders
@@ -25,7 +31,7 @@ from torch.utils import _pytree as pytree
 
 from .compare import TOLERANCES, Comparison, SkippedCheck, tensor_leaves  # noqa: F401 - re-exported
 
-__all__ = ["TOLERANCES", "VerifyResult", "SkippedCheck", "random_like", "input_sets", "verify"]
+__all__ = ["TOLERANCES", "VerifyResult", "SkippedCheck", "random_like", "input_sets", "other_sizes", "at_sizes", "verify"]
 
 
 @dataclass
@@ -45,10 +51,26 @@ def random_like(t: torch.Tensor, batch: int | None = None, gen: torch.Generator 
     return _random_shaped(t, shape, gen)
 
 
-def other_sizes(sizes: dict) -> dict:
-    """Another value for each symbolic size: one less (one more for sizes ≤ 2), so a model with
-    a maximum length (position embeddings) still accepts it."""
-    return {k: (v - 1 if v > 2 else v + 1) for k, v in sizes.items()}
+def other_sizes(sizes: dict, smaller: bool = True) -> dict:
+    """Another value for each symbolic size. ``smaller``: about half (``v // 2`` for v ≥ 8; a
+    cheap check, and a model with a maximum length still accepts it); otherwise, and for small
+    sizes, one less (one more for sizes ≤ 2), the value a constrained model most likely accepts."""
+    return {k: (v // 2 if smaller and v >= 8 else v - 1 if v > 2 else v + 1) for k, v in sizes.items()}
+
+
+def at_sizes(example_inputs: tuple, symbols, new: dict, gen=None):
+    """(label, inputs): random inputs like the example with the symbolic sizes set to ``new``."""
+    leaves, spec = pytree.tree_flatten(example_inputs)
+    it = iter(symbols)
+    x = []
+    for t in leaves:
+        if isinstance(t, torch.Tensor):
+            dims = next(it)
+            x.append(_random_shaped(t, [new.get(dims.get(d), s) for d, s in enumerate(t.shape)], gen))
+        else:
+            x.append(t)
+    label = "random inputs at other sizes (" + ", ".join(f"{k}={v}" for k, v in new.items()) + ")"
+    return label, pytree.tree_unflatten(x, spec)
 
 
 def input_sets(example_inputs: tuple, dynamic_batch: bool, seed: int = 0, symbols=None, sizes=None):
@@ -68,18 +90,7 @@ def input_sets(example_inputs: tuple, dynamic_batch: bool, seed: int = 0, symbol
                 yield f"random inputs at batch {nb}", pytree.tree_unflatten(x, spec)
     tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
     if sizes and symbols is not None and len(symbols) == len(tensors):
-        new = other_sizes(sizes)
-        it = iter(symbols)
-        x = []
-        for t in leaves:
-            if isinstance(t, torch.Tensor):
-                dims = next(it)
-                shape = [new.get(dims.get(d), s) for d, s in enumerate(t.shape)]
-                x.append(_random_shaped(t, shape, gen))
-            else:
-                x.append(t)
-        label = "random inputs at other sizes (" + ", ".join(f"{k}={v}" for k, v in new.items()) + ")"
-        yield label, pytree.tree_unflatten(x, spec)
+        yield at_sizes(example_inputs, symbols, other_sizes(sizes), gen)
 
 
 def _random_shaped(t: torch.Tensor, shape: list, gen) -> torch.Tensor:
@@ -94,24 +105,37 @@ def _random_shaped(t: torch.Tensor, shape: list, gen) -> torch.Tensor:
     return torch.randint(lo, hi + 1, shape, generator=gen, dtype=t.dtype).to(t.device)
 
 
-def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool, symbols=None, sizes=None) -> VerifyResult:
-    """Compare ``candidate`` with ``reference`` on several input sets (see module doc)."""
+def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool, symbols=None, sizes=None,
+           reference_outputs=None) -> VerifyResult:
+    """Compare ``candidate`` with ``reference`` on several input sets (see module doc).
+    ``reference_outputs``: ``reference``'s outputs on the example inputs, when already known."""
     cmp = Comparison()
 
     def result(ok: bool, message: str = "") -> VerifyResult:
         return VerifyResult(ok, cmp.max_abs_error, cmp.checks, message, list(cmp.skipped))
 
+    def run_reference(label, inputs):
+        """(label, inputs, outputs), or None when the original rejects an optional input set."""
+        if label == "example inputs" and reference_outputs is not None:
+            return label, inputs, tensor_leaves(reference_outputs)
+        try:
+            return label, inputs, tensor_leaves(reference(*inputs))
+        except Exception as exc:  # noqa: BLE001 - the original itself rejects this input set
+            if not label.startswith(("random inputs at batch", "random inputs at other sizes")):
+                raise
+            if label.startswith("random inputs at other sizes") and other_sizes(sizes, False) != other_sizes(sizes):
+                return run_reference(*at_sizes(example_inputs, symbols, other_sizes(sizes, False),
+                                               torch.Generator().manual_seed(1)))
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            cmp.skip(label, f"the original model raises {type(exc).__name__}" + (f": {first}" if first else ""))
+            return None
+
     with torch.no_grad():
         for label, inputs in input_sets(example_inputs, dynamic_batch, symbols=symbols, sizes=sizes):
-            try:
-                ref = tensor_leaves(reference(*inputs))
-            except Exception as exc:  # noqa: BLE001 - the original itself rejects this input set
-                if label.startswith(("random inputs at batch", "random inputs at other sizes")):
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    cmp.skip(label, f"the original model raises {type(exc).__name__}"
-                                    + (f": {first}" if first else ""))
-                    continue
-                raise
+            done = run_reference(label, inputs)
+            if done is None:
+                continue
+            label, inputs, ref = done
             try:
                 got = tensor_leaves(candidate(*inputs))
             except Exception as exc:  # noqa: BLE001

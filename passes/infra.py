@@ -132,6 +132,42 @@ def add_fold(bias: Optional[torch.Tensor], fold: torch.Tensor) -> Optional[torch
     return fold if bias is None else bias + fold.to(bias.device)
 
 
+def take(W: torch.Tensor, dim: int, idx: Optional[torch.Tensor]) -> torch.Tensor:
+    """``W.index_select(dim, idx)``, or ``W`` itself when ``idx`` keeps every index (kept
+    indices are sorted, so that is the identity): no copy of what is kept whole."""
+    if idx is None or len(idx) == W.shape[dim]:
+        return W
+    return W.index_select(dim, idx)
+
+
+def fold_removed_columns(plan, x: fx.Node, W: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """:func:`fold_vector` for a dense consumer whose input channels are W's dim 1 (a Linear's
+    (out, in) weight, a conv kernel (out, in, *k)), over its kept ``rows`` (all when None).
+    Only the removed columns that matter are read: the LIVE ones (the check that no kept row
+    reads them) and the CONST ones with a nonzero value (summed over the kernel window); a
+    removed ZERO column adds nothing and is not copied."""
+    rem = plan.removed(x)
+    nrows = W.shape[0] if rows is None else len(rows)
+    zero = torch.zeros(nrows, dtype=torch.float64, device=W.device)
+    if len(rem) == 0:
+        return zero
+    cm, cv = plan.const_mask[x.name][rem], plan.const_val[x.name][rem]
+    read = ~cm | (cv != 0)
+    if not read.any():
+        return zero
+    sub = rem[read]
+    Wm = take(W, 0, rows).index_select(1, torch.from_numpy(sub).to(W.device))
+    spatial = tuple(range(2, W.dim()))
+    nz = (Wm != 0).any(dim=spatial) if spatial else Wm != 0
+    live = torch.from_numpy(np.nonzero(~cm[read])[0]).to(W.device)
+    if len(live) and bool(nz[:, live].any()):
+        raise AssertionError(f"internal: live channel of {x.name} removed but still read")
+    const = torch.from_numpy(np.nonzero(cm[read])[0]).to(W.device)
+    Wc = Wm.index_select(1, const).double()
+    wsum = Wc.sum(dim=spatial) if spatial else Wc
+    return wsum @ torch.from_numpy(cv[cm & read]).to(W.device)
+
+
 def fold_vector(plan, x: fx.Node, weight_sum: torch.Tensor, nz_rows: torch.Tensor) -> torch.Tensor:
     """Σ_{i removed from x} v_i · weight_sum[:, i] for the removed CONST inputs of a consumer.
 

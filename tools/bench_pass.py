@@ -2,6 +2,13 @@
 
     .venv/bin/python tools/bench_pass.py [--repeats 5] [--models vit_b,convnext_tiny,vit_d48,vit_d96,vit_d192]
                                          [--json out.json]
+    .venv/bin/python tools/bench_pass.py --minimize [--repeats 3] [--models convnext_tiny]
+
+``--minimize``: the whole of ``fxminimize.minimize`` against Torch-Pruning, on the model with a
+90 % global magnitude mask (every weight of two or more dims) on top of the dead MLP neurons
+below. Per repeat, alternating: ``minimize(model, (x,))`` with its own timings (capture;
+analysis, rewrite and verification: the work after capture), then Torch-Pruning's build plus
+groups. Medians; the ratio compared is (analysis + rewrite + verification) / TP total.
 
 Per model, in one process: fxminimize's ``capture`` (torch.export, timed once, it is the
 slow part and not what is compared), then ``ChannelAnalysis(gm).run()`` and
@@ -172,6 +179,62 @@ def bench_model(name: str, repeats: int) -> dict:
     return out
 
 
+def magnitude_mask(model: nn.Module, fraction: float = 0.9) -> None:
+    """Zero the ``fraction`` of smallest-magnitude weights over all weights of two or more dims."""
+    with torch.no_grad():
+        ws = [p for p in model.parameters() if p.dim() > 1]
+        mags = torch.cat([w.abs().flatten() for w in ws])
+        thr = mags.kthvalue(max(1, int(fraction * mags.numel()))).values
+        for w in ws:
+            w.mul_((w.abs() > thr).to(w.dtype))
+
+
+def bench_minimize(name: str, repeats: int) -> dict:
+    """The whole of minimize (its own timings) against Torch-Pruning, alternating (module doc)."""
+    import fxminimize
+    model, x, desc = build(name)
+    magnitude_mask(model)
+    rows, tpt = [], []
+    res = None
+    for _ in range(repeats):
+        gc.collect()
+        res = fxminimize.minimize(model, (x,))
+        t = dict(res.report.timings)
+        t["after_capture"] = t["analysis"] + t["rewrite"] + t["verify"]
+        rows.append(t)
+        if tp is not None:
+            gc.collect()
+            t0 = time.perf_counter()
+            tp_groups(model, x)
+            tpt.append(time.perf_counter() - t0)
+    med = statistics.median
+    out = {"model": name, "desc": desc + ", 90 % magnitude mask + half of every MLP's neurons dead",
+           "params": res.report.params_before, "params_after": res.report.params_after,
+           "verified_checks": res.report.verified_checks, "max_abs_error": res.report.max_abs_error,
+           **{f"fx_{k}_s": med([r[k] for r in rows]) for k in rows[0]}, "fx_all": rows}
+    if tp is not None:
+        out.update({"tp_total_s": med(tpt), "tp_all": tpt,
+                    "after_capture_over_tp": out["fx_after_capture_s"] / med(tpt)})
+    return out
+
+
+def main_minimize(args) -> None:
+    warm_up()
+    rows = [bench_minimize(name, args.repeats) for name in args.models.split(",")]
+    print(f"{'model':<14} {'capture':>8} {'analysis':>9} {'rewrite':>8} {'verify':>7} {'after cap':>10} "
+          f"{'TP total':>9} {'after/TP':>9}  (medians of {args.repeats}; load {os.getloadavg()[0]:.1f})")
+    for r in rows:
+        tp_cols = f"{r['tp_total_s']:9.3f} {r['after_capture_over_tp']:8.2f}x" if "tp_total_s" in r else ""
+        print(f"{r['model']:<14} {r['fx_capture_s']:8.2f} {r['fx_analysis_s']:9.3f} {r['fx_rewrite_s']:8.3f} "
+              f"{r['fx_verify_s']:7.3f} {r['fx_after_capture_s']:10.3f} {tp_cols}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "repeats": args.repeats, "torch": torch.__version__,
+                       "torch_pruning": _tp_version(), "cpus": os.cpu_count(),
+                       "torch_threads": torch.get_num_threads(), "loadavg": os.getloadavg(),
+                       "date": time.strftime("%Y-%m-%d %H:%M")}, f, indent=2)
+
+
 def warm_up() -> None:
     m = Hidden(tiny_vit(2).eval()).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -186,7 +249,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", default="vit_b,convnext_tiny,vit_d48,vit_d96,vit_d192")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--minimize", action="store_true",
+                    help="time the whole of minimize (90 %% magnitude mask) against Torch-Pruning")
     args = ap.parse_args()
+    if args.minimize:
+        if args.models == ap.get_default("models"):
+            args.models = "convnext_tiny"
+        return main_minimize(args)
     warm_up()
     rows = []
     for name in args.models.split(","):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from fxminimize.ir import bind, set_arg
-from ..infra import add_fold, fold_vector
+from ..infra import add_fold, fold_removed_columns, fold_vector, take
 from ..registry import register
 from .common import _nonzero
 from .contraction import Contraction
@@ -183,14 +183,13 @@ class ConvRule(Contraction):
         W = ctx.tensor(w).detach()
         R = np.asarray(plan.kept(n), dtype=np.int64)
         rows = ctx.index(R, W)
-        Wr = W[rows]
+        Wr = take(W, 0, rows)
         bias = ctx.tensor(b).detach().double()[rows] if b is not None else None
         spatial = tuple(range(2, W.dim()))
         if g == 1:
             if x_shrinks:
-                wsum = Wr.double().sum(dim=spatial)
-                bias = add_fold(bias, fold_vector(plan, x, wsum, (Wr != 0).any(dim=spatial)))
-                Wr = Wr[:, ctx.index(plan.kept(x), W)]
+                bias = add_fold(bias, fold_removed_columns(plan, x, Wr))
+                Wr = take(Wr, 1, ctx.index(plan.kept(x), W))
         else:
             O, Ig = W.shape[0], W.shape[1]
             Og = O // g

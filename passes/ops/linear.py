@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fxminimize.ir import bind
-from ..infra import add_fold, fold_vector
+from ..infra import add_fold, fold_removed_columns, take
 from ..registry import register
 from .common import _nonzero
 from .contraction import Contraction
@@ -55,11 +55,12 @@ class LinearRule(Contraction):
         if not plan.shrinks(n) and not (x_ok and plan.shrinks(x)) and narrow is None:
             return False
         W = self.weight(ctx, n)
-        Wr = W[ctx.index(plan.kept(n), W)]
-        bias = ctx.tensor(b).detach().double()[ctx.index(plan.kept(n), W)] if b is not None else None
+        rows = ctx.index(plan.kept(n), W)
+        bias = ctx.tensor(b).detach().double()[rows] if b is not None else None
+        Wr = take(W, 0, rows)   # a dim kept whole is not copied
         if x_ok and plan.shrinks(x):
-            bias = add_fold(bias, fold_vector(plan, x, Wr.double(), Wr != 0))
-            Wr = Wr[:, ctx.index(plan.kept(x), W)]
+            bias = add_fold(bias, fold_removed_columns(plan, x, Wr))
+            Wr = take(Wr, 1, ctx.index(plan.kept(x), W))
         if narrow is not None:  # CONST channels x keeps for other readers: fold, read the rest
             const_pos, values, live_pos = narrow
             fold = Wr[:, ctx.index(const_pos, W)].double() @ torch.from_numpy(values).to(W.device)
