@@ -259,6 +259,7 @@ def run_seeds(args, data, run_seed, header: dict) -> dict:
         run_seed(seed, args, data, runs[seed], save)
         runs[seed]["time_s"] = runs[seed].get("time_s", 0.0) + time.perf_counter() - t0
         save()
+    save()
     log.info("done -> %s", args.out)
     return results
 
