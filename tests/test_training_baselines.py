@@ -234,3 +234,14 @@ def test_comparison_records_validation_and_test_and_resumes(tmp_path):
     assert ("dense", DENSE_EPOCHS) not in again.calls
     assert {m: [r["epochs_seen"] for r in out["baselines"][m]] for m in bl.METHODS} == \
         {m: [r["epochs_seen"] for r in state["baselines"][m]] for m in bl.METHODS}
+
+
+def test_comparison_refuses_saved_results_without_their_dense_checkpoint(tmp_path):
+    """A saved state whose dense checkpoint is gone would be paired with a retrained dense model:
+    refused, with the way out named."""
+    state = {"dense": {"params": 1, "accuracy": 0.5, "test_accuracy": 0.5, "epochs": 2}}
+    with pytest.raises(FileNotFoundError, match="checkpoint folder"):
+        run_comparison(state, lambda: None, make_dense=_mlp, dense_epochs=DENSE_EPOCHS, example_inputs=(X[:4],),
+                       train_fn=Counter(), eval_fn=_eval, test_fn=_eval, optimizer_fn=_adam, sr_kwargs=SR_KW,
+                       report_ratios=[2.0], methods=[], target_prune=None, build_same_shape=None,
+                       ckpt_dir=str(tmp_path))

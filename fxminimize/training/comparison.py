@@ -71,6 +71,10 @@ def run_comparison(state: dict, save: Callable[[], None], *, make_dense: Callabl
     dense_path = os.path.join(ckpt_dir, "dense.pt")
     if os.path.exists(dense_path) and "dense" in state:
         dense.load_state_dict(torch.load(dense_path, weights_only=True))
+    elif "dense" in state:
+        # retraining would silently pair the saved results with a different dense model
+        raise FileNotFoundError(f"the saved state has results for this seed but {dense_path} is missing: pass the "
+                                f"checkpoint folder the run wrote, or drop the seed from the state to run it afresh")
     else:
         t0 = time.perf_counter()
         train_fn(dense, dense_optimizer_fn(dense.parameters()), dense_epochs, {"phase": "dense"})
