@@ -45,3 +45,27 @@ def test_reproduce_fc_small_run(tmp_path):
     assert after["runs"] == before["runs"] and len(after["commands"]) == 2
     text = run_tool("reproduce_tables.py", ["--fc", str(out), "--table", "fc"])
     assert "Squeeze-Release" in text and "unstructured" in text and "validation" in text
+
+
+def test_tables_label_missing_seeds_and_methods_partial(tmp_path):
+    """tools/reproduce_tables.py: mean ± sd over the seeds that have a row, validation beside test,
+    and a table missing a seed or a method says PARTIAL and names what is missing."""
+    def rec(cycle, acc, test, ratio=10.0, ep=20):
+        return {"cycle": cycle, "ratio": ratio, "accuracy": acc, "test_accuracy": test, "epochs_seen": ep}
+
+    def run(seed, acc):
+        hist = [dict(rec(0, 0.9, 0.9, 1.0, 10), params=100), dict(rec(1, acc, acc - 0.01), params=10)]
+        base = {m: [rec(1, 0.8, 0.79)] for m in METHODS if m != "unstructured"}
+        return {"seed": seed, "dense": {"params": 100, "accuracy": 0.9, "test_accuracy": 0.89, "epochs": 10},
+                "squeeze_release": {"history": hist}, "report_cycles": {"10.0": 1}, "baselines": base}
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"model": "m", "dataset": "d", "args": {"report_ratios": [10.0]},
+                                "runs": [run(0, 0.86), run(1, 0.88)]}))
+    text = run_tool("reproduce_tables.py", ["--fc", str(path), "--table", "fc", "--seeds", "0", "1", "2"])
+    assert "PARTIAL" in text and "Squeeze-Release: seed 2" in text and "unstructured magnitude" in text
+    sr_row = next(line for line in text.splitlines() if line.startswith("| Squeeze-Release"))
+    # test 85.00 / 87.00 -> 86.00 ± 1.41; validation 86 / 88 -> 87.00 ± 1.41
+    assert "| 86.00 ± 1.41 | 87.00 ± 1.41 | 20 | 0, 1 |" in sr_row, sr_row
+    full = run_tool("reproduce_tables.py", ["--fc", str(path), "--table", "fc", "--seeds", "0", "1"])
+    assert "PARTIAL (missing: unstructured magnitude (never minimized; nonzeros): seeds 0, 1)" in full
