@@ -44,14 +44,10 @@ A full run (all 60,000 training images, the defaults) is sized for about an hour
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
-import json
 import logging
 import os
 import sys
-import time
-from dataclasses import asdict
 from typing import Optional, Sequence
 
 import torch

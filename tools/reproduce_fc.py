@@ -30,9 +30,7 @@ again resumes (finished pieces kept, unfinished ones from ``--ckpt-dir``). Table
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
-from dataclasses import asdict
 import datetime
 import json
 import logging
@@ -40,7 +38,6 @@ import os
 import platform
 import sys
 import time
-from typing import Optional
 
 import torch
 import torch.nn as nn
