@@ -1,6 +1,7 @@
 """tools/reproduce_cnn.py end to end on a tiny synthetic Fashion-MNIST-shaped data set: the
 structured criterion removes residual-stream channels in every cycle, each cycle minimizing the
-previous cycle's output through its compensated LayerNorms (no rebuild), and both baselines run."""
+previous cycle's output through its compensated LayerNorms (no rebuild), the release step gives
+back the --extra zeros inside kept tensors, and the budget-matched baselines run."""
 import json
 
 from helpers import run_tool, synthetic_fashion_mnist
@@ -17,14 +18,17 @@ def test_reproduce_cnn_small_run(tmp_path):
 
     synthetic_fashion_mnist(tmp_path, n_train=256, n_test=128)
     out = tmp_path / "cnn.json"
-    run_tool("reproduce_cnn.py", ["--data-dir", str(tmp_path), "--seeds", "0", "--dims", "8", "16", "--depths", "1", "1",
-                        "--dense-epochs", "1", "--ft-epochs", "1", "--train-epochs", "1", "--keep", "0.6",
-                        "--max-drop-stream", "0.3", "--extra", "0", "--max-cycles", "3", "--floor", "0",
-                        "--label-smoothing", "0.1", "--single-ratios", "4", "--scratch-matched", "--threads", "1",
-                        "--no-progress", "--out", str(out), "--ckpt-dir", str(tmp_path / "ck")])
+    run_tool("reproduce_cnn.py", ["--data-dir", str(tmp_path), "--val-size", "64", "--seeds", "0", "--dims", "8", "16",
+                                  "--depths", "1", "1", "--dense-epochs", "1", "--ft-epochs", "1", "--train-epochs", "1",
+                                  "--keep", "0.6", "--max-drop-stream", "0.3", "--extra", "0.2", "--max-cycles", "3",
+                                  "--floor", "0", "--label-smoothing", "0.1", "--report-ratios", "4",
+                                  "--methods", "single_pass", "one_shot_release", "scratch",
+                                  "--no-progress", "--out", str(out), "--ckpt-dir", str(tmp_path / "ck")])
     run = json.loads(out.read_text())["runs"][0]
     hist = run["squeeze_release"]["history"]
     assert [r["cycle"] for r in hist] == [0, 1, 2, 3]
+    # the release is in play: every cycle gives back zeros left inside the kept tensors
+    assert all(r["released"] > 0 for r in hist[1:]), [r["released"] for r in hist]
     dims = [_stage_dims(r["shapes"], 2) for r in hist]
     # stream channels of both stages leave in cycles 2 and 3 too: through the LayerNorms that
     # cycle 1 already compensated
@@ -37,12 +41,13 @@ def test_reproduce_cnn_small_run(tmp_path):
              if n.target is COMPENSATED_LAYER_NORM]
     # (C of the original stream, channels present now) for the norms over both stages' streams
     assert (8, dims[-1][0]) in norms and (16, dims[-1][1]) in norms, norms
-    (sp,) = run["single_pass"]
-    assert sp["epochs_total"] == hist[-1]["epochs_total"]
-    assert [s["epochs"] for s in run["scratch"]] == [1 + r["epochs_total"] for r in hist[1:]]  # dense + cycles
+    (c,) = set(run["report_cycles"].values())
+    for m in ("single_pass", "one_shot_release", "scratch"):
+        (rec,) = run["baselines"][m]
+        assert rec["epochs_seen"] == 1 + hist[c]["epochs_total"] == hist[c]["epochs_seen"], m
     # the same widths with plain LayerNorms: the cycle's size less the 3 scalars (count, s1, s2) each
     # compensated LayerNorm stores (fxminimize.size.stored_elements counts them)
     from fxminimize.size import graph_scalar_elements
-    scalars = [graph_scalar_elements(sr.load_checkpoint(r["checkpoint"])) for r in hist[1:]]
-    assert all(k > 0 for k in scalars), scalars
-    assert [s["params"] + k for s, k in zip(run["scratch"], scalars)] == [r["params"] for r in hist[1:]]
+    k = graph_scalar_elements(sr.load_checkpoint(hist[c]["checkpoint"]))
+    assert k > 0
+    assert run["baselines"]["scratch"][0]["params"] + k == hist[c]["params"]

@@ -1,6 +1,6 @@
 """Squeeze-Release on a ConvNeXt-style CNN, Fashion-MNIST.
 
-    nice -n 10 python tools/reproduce_cnn.py --out tools/results/cnn.json --plot docs/results_cnn.png
+    nice -n 19 python tools/reproduce_cnn.py --seeds 0 1 2 --out tools/results/cnn_matched.json --ckpt-dir /tmp/cnn_ckpt
 
 The network (:class:`ConvNeXtFM`) has ConvNeXt-Tiny's design scaled to 28x28 grey images and two
 CPU cores: patchify stem (2x2 conv, stride 2) + channels-first LayerNorm; residual stages of
@@ -8,10 +8,11 @@ ConvNeXt blocks (depthwise 7x7 conv, LayerNorm, inverted MLP Linear d→4d, GELU
 layer scale, residual add); a LayerNorm + 2x2 stride-2 conv between stages; global average pool,
 LayerNorm, Linear head. Defaults: dims (24, 48), depths (2, 2), 59,890 parameters.
 
-The same three comparisons as ``reproduce_fc.py``: the dense model, Squeeze-Release cycles, a
-single prune-and-shrink pass with the whole Squeeze-Release training budget, and a dense
-network of the same family trained from scratch at each cycle's shape (stage widths and every
-block's MLP width read from the minimized model).
+The same comparison as ``reproduce_fc.py`` (:func:`fxminimize.training.comparison.run_comparison`):
+the dense model, Squeeze-Release, and at the cycles nearest ``--report-ratios`` (default 15x and
+25x) the five budget-matched baselines of ``--methods`` (the scratch network: this family at the
+cycle's stage and MLP widths). Training on the first 50,000 training images; every figure a run
+reads is **validation** accuracy (the last 10,000); test accuracy is only recorded.
 
 Residual-stream channels (the stem/downsampling outputs every block of a stage adds into) are
 removed only when they are CONST in every writer and every reader folds them: with plain
@@ -23,8 +24,9 @@ every block and in the next downsampling at once.
 the units of the *current* model (:func:`channel_units`: every stream channel of a stage with all
 its writer and reader slices, every block's MLP hidden unit), scores them by relative RMS, and
 zeroes whole units, lowest first, until the model is ``--keep`` of its size (per-cycle caps per
-stage / block, never the last unit), optionally plus ``--extra`` unstructured zeros inside the
-kept tensors (never a whole row or column) for the release to give back. The squeeze then
+stage / block, never the last unit), plus ``--extra`` (default 0.2) unstructured zeros inside
+the kept tensors (never a whole row or column) for the release to give back: the release step is
+in play (``--extra 0`` makes the cycle iterative structured pruning, nothing to release). The squeeze then
 removes exactly those units, so every reader stays aligned with the stream cycle after cycle
 (checked: :func:`channel_units` raises otherwise). Stream channels leave through LayerNorms:
 ``minimize`` writes those as exact compensated LayerNorms (the operator
@@ -42,14 +44,10 @@ A full run (all 60,000 training images, the defaults) is sized for about an hour
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
-import json
 import logging
 import os
 import sys
-import time
-from dataclasses import asdict
 from typing import Optional, Sequence
 
 import torch
@@ -57,10 +55,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reproduce_fc import cycle_tables, plot, run_seeds, summarize  # noqa: E402
+from reproduce_fc import add_common_args, run_seeds  # noqa: E402
 
 from fxminimize import training as sr  # noqa: E402
-from fxminimize.training.data import TensorLoader, load_fashion_mnist  # noqa: E402
+from fxminimize.training.comparison import run_comparison  # noqa: E402
+from fxminimize.training.data import TensorLoader, load_fashion_mnist_splits  # noqa: E402
 
 log = logging.getLogger("reproduce_cnn")
 
@@ -375,8 +374,10 @@ def family_config(shapes: dict, depths: Sequence[int]) -> dict:
     return {"dims": dims, "depths": list(depths), "hidden": hidden}
 
 
-def run_seed(seed: int, args, data) -> dict:
-    xtr, ytr, xte, yte = data
+def run_seed(seed: int, args, data, state: dict, save) -> dict:
+    """One seed of the budget-matched comparison (see reproduce_fc.py): validation for every
+    figure a run reads, test only recorded."""
+    (xtr, ytr), (xva, yva), (xte, yte) = data
     example = (xtr[:4].clone(),)  # a copy: a view would make every checkpoint store the whole training set
     depths = tuple(args.depths)
 
@@ -386,120 +387,71 @@ def run_seed(seed: int, args, data) -> dict:
     loader = TensorLoader(xtr, ytr, args.batch, seed=seed)
 
     def train_fn(model, opt, epochs, info):
-        # label smoothing (if asked) for everything after the dense model: cycles and both baselines
+        # label smoothing (if asked) for everything after the dense model: cycles and every baseline
         ls = args.label_smoothing if info.get("phase") != "dense" else 0.0
         sr.train_epochs(model, opt, loader, epochs, desc=f"seed {seed} {info.get('phase', '')} c{info.get('cycle', '')}",
                         progress=not args.no_progress, lr_schedule=args.lr_schedule,
                         loss_fn=functools.partial(F.cross_entropy, label_smoothing=ls))
 
-    def eval_fn(model):
+    def eval_fn(model):   # validation: the only figure any choice may read
+        return sr.accuracy(model, xva, yva, batch_size=500)
+
+    def test_fn(model):   # recorded for the final tables, never read back by the run
         return sr.accuracy(model, xte, yte, batch_size=500)
 
     if args.criterion == "channel":
         crit = dict(criterion=ChannelScores(depths, args.keep, args.max_drop_stream, args.max_drop_hidden,
                                             stream_weight=args.stream_weight, extra=args.extra),
                     prunable=stream_prunable(depths))
-    elif args.criterion == "stream":
-        crit = dict(criterion=stream_scores(depths, args.stream_weight, args.stream_max_drop, args.tensor_keep),
-                    prunable=stream_prunable(depths))
-    else:
-        crit = dict(criterion=sr.magnitude_scores)
-    out: dict = {"seed": seed}
-    torch.manual_seed(seed)
-    dense = ConvNeXtFM(args.dims, depths)
-    t0 = time.perf_counter()
-    ckpt0 = os.path.join(args.ckpt_dir, f"cnn_seed{seed}", "cycle_000.pt2") if args.ckpt_dir else None
-    if args.resume and ckpt0 and os.path.exists(ckpt0):
-        dense = sr.load_checkpoint(ckpt0)  # the dense model a previous run trained (same seed and args)
-        log.info("seed %d dense model read back from %s", seed, ckpt0)
-    else:
-        train_fn(dense, optimizer_fn(dense.parameters()), args.dense_epochs, {"phase": "dense"})
-    dense.eval()
-    out["dense"] = {"params": sr.deployable_size(dense), "accuracy": eval_fn(dense), "epochs": args.dense_epochs,
-                    "time_s": time.perf_counter() - t0, "onnx_bytes": sr.onnx_bytes(dense, example),
-                    "config": {"dims": list(args.dims), "depths": list(depths)}}
-    log.info("seed %d dense: %.2f%% (%d params, %.0fs)", seed, 100 * out["dense"]["accuracy"], out["dense"]["params"],
-             out["dense"]["time_s"])
-
-    t0 = time.perf_counter()
-    if args.criterion == "channel":
         # the criterion picks whole units for a size target itself and scores the rest +inf: a
         # fixed fraction 1.0 drops exactly its choice
         schedule = 1.0
-    else:
+    elif args.criterion == "stream":
+        crit = dict(criterion=stream_scores(depths, args.stream_weight, args.stream_max_drop, args.tensor_keep),
+                    prunable=stream_prunable(depths))
         schedule = sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule
-    cyc = sr.SqueezeRelease(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn, schedule=schedule,
-                            finetune_epochs=args.ft_epochs,
-                            train_epochs=args.train_epochs[0] if len(args.train_epochs) == 1 else args.train_epochs,
-                            release_scale=args.release_scale, max_cycles=args.max_cycles, accuracy_floor=args.floor,
-                            target_ratio=args.target_ratio,
-                            checkpoint_dir=os.path.join(args.ckpt_dir, f"cnn_seed{seed}") if args.ckpt_dir else None,
-                            seed=seed, carry_checkpoint=True, **crit)
-    res = cyc.run(resume=args.resume)
-    hist = [asdict(r) for r in res.history]
-    for rec in hist[1:]:
-        if rec["checkpoint"]:
-            rec["onnx_bytes"] = sr.onnx_bytes(sr.load_checkpoint(rec["checkpoint"]).eval(), example)
-    out["squeeze_release"] = {"history": hist, "stop_reason": res.stop_reason, "time_s": time.perf_counter() - t0}
-    for r in res.history:
-        log.info("seed %d SR %s", seed, r.line())
-    with open(args.out + ".partial.json", "w") as f:  # the cycles, in case the baselines do not finish
-        json.dump({"args": vars(args), "runs": [out]}, f, indent=1)
-    budget = res.history[-1].epochs_total
+    else:
+        crit = dict(criterion=sr.magnitude_scores)
+        schedule = sr.ShrinkTarget(args.shrink) if args.shrink else args.schedule
 
-    out["single_pass"] = []
-    targets = [(None, s) for s in args.single_sparsities]
-    if args.skip_single:
-        args.single_sparsities, args.single_ratios, targets = [], None, []
-    if args.criterion == "channel":
-        # one structured cut to 1/ratio of the dense size (the caps of a cycle do not apply);
-        # --single-sparsities s mean ratio 1/(1 - s)
-        targets = [(ratio, 1.0) for ratio in (args.single_ratios or [1.0 / (1.0 - s) for s in args.single_sparsities])]
-    elif args.single_ratios:
-        # the sparsity whose minimized model has the target deployable size (bisection on the dense model)
-        targets = []
-        for ratio in args.single_ratios:
-            probe = copy.deepcopy(dense)
-            score_fn = dict(crit) if 'criterion' in crit else dict(criterion=sr.magnitude_scores)
-            pr = score_fn.get("prunable", sr.prunable_parameters)
-            scores = score_fn["criterion"](probe, pr(probe))
-            targets.append((ratio, sr.ShrinkTarget(1.0 / ratio, lo=0.3, steps=16).search(probe, scores, example)))
-    for ratio_target, s in targets:
-        t0 = time.perf_counter()
-        sp_crit = crit
+    def make_dense():
+        torch.manual_seed(seed)
+        return ConvNeXtFM(args.dims, depths)
+
+    n0 = sr.deployable_size(ConvNeXtFM(args.dims, depths))
+    sr_kwargs = dict(schedule=schedule, finetune_epochs=args.ft_epochs,
+                     train_epochs=args.train_epochs[0] if len(args.train_epochs) == 1 else args.train_epochs,
+                     release_scale=args.release_scale, max_cycles=args.max_cycles, accuracy_floor=args.floor,
+                     target_ratio=args.target_ratio, seed=seed, carry_checkpoint=True, **crit)
+
+    def target_prune(params: int, method: str) -> dict:
         if args.criterion == "channel":
-            sp_crit = dict(crit, criterion=ChannelScores(depths, 1.0 / ratio_target, args.single_max_drop,
-                                                         args.single_max_drop, stream_weight=args.stream_weight))
-        small, rec = sr.single_pass(copy.deepcopy(dense), example, train_fn, eval_fn, optimizer_fn=optimizer_fn,
-                                    sparsity=s, epochs=budget, params_unpruned=out["dense"]["params"], **sp_crit)
-        d = asdict(rec)
-        d.update(sparsity=s, target_ratio=ratio_target, time_s=time.perf_counter() - t0)
-        out["single_pass"].append(d)
-        log.info("seed %d single pass %.3f: %d params (%.2fx) acc %.2f%%", seed, s, rec.params, rec.ratio,
-                 100 * rec.accuracy)
+            # one structured cut to `params` of the dense size (a cycle's caps do not apply); the
+            # one-shot run with release gets the same --extra zeros to release as every cycle
+            extra = args.extra if method == "one_shot_release" else 0.0
+            return dict(crit, schedule=1.0, criterion=ChannelScores(depths, params / n0, args.single_max_drop,
+                                                                    args.single_max_drop,
+                                                                    stream_weight=args.stream_weight, extra=extra))
+        return dict(crit, schedule=sr.ShrinkTarget(0.5, lo=0.0, steps=16, sizes=[params]))
 
-    out["scratch"] = []
-    for rec in res.history[1:]:
-        if args.scratch_cycles is not None and rec.cycle not in args.scratch_cycles:
-            continue
-        cfg = family_config(rec.shapes, depths)
+    def build_same_shape(rec: dict, module: nn.Module) -> nn.Module:
+        cfg = family_config(rec["shapes"], depths)
         torch.manual_seed(seed + 1000)
-        net = ConvNeXtFM(cfg["dims"], cfg["depths"], cfg["hidden"])
-        t0 = time.perf_counter()
-        epochs = args.dense_epochs + rec.epochs_total if args.scratch_matched else args.dense_epochs
-        train_fn(net, optimizer_fn(net.parameters()), epochs, {"phase": "scratch"})
-        out["scratch"].append({"cycle": rec.cycle, "params": sr.deployable_size(net), "sr_params": rec.params,
-                               "config": cfg, "accuracy": eval_fn(net), "epochs": epochs,
-                               "time_s": time.perf_counter() - t0})
-        log.info("seed %d scratch %s: %d params acc %.2f%%", seed, cfg, out["scratch"][-1]["params"],
-                 100 * out["scratch"][-1]["accuracy"])
-    return out
+        return ConvNeXtFM(cfg["dims"], cfg["depths"], cfg["hidden"])
+
+    state.setdefault("seed", seed)
+    state.setdefault("config", {"dims": list(args.dims), "depths": list(depths)})
+    return run_comparison(state, save, make_dense=make_dense, dense_epochs=args.dense_epochs, example_inputs=example,
+                          train_fn=train_fn, eval_fn=eval_fn, test_fn=test_fn, optimizer_fn=optimizer_fn,
+                          sr_kwargs=sr_kwargs, report_ratios=args.report_ratios, methods=args.methods,
+                          target_prune=target_prune, build_same_shape=build_same_shape,
+                          ckpt_dir=os.path.join(args.ckpt_dir, f"cnn_seed{seed}"))
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    add_common_args(ap)
+    ap.set_defaults(report_ratios=[15.0, 25.0], threads=1)
     ap.add_argument("--dims", type=int, nargs="+", default=[24, 48])
     ap.add_argument("--depths", type=int, nargs="+", default=[2, 2])
     ap.add_argument("--dense-epochs", type=int, default=6)
@@ -510,10 +462,8 @@ def main(argv=None) -> None:
     ap.add_argument("--shrink", type=float, default=None,
                     help="size-targeted schedule: each cycle keeps about this share of the deployable size "
                          "(ShrinkTarget); overrides --schedule")
-    ap.add_argument("--release-scale", type=float, default=0.05)
-    ap.add_argument("--max-cycles", type=int, default=5)
-    ap.add_argument("--floor", type=float, default=0.80)
-    ap.add_argument("--single-sparsities", type=float, nargs="+", default=[0.9, 0.97])
+    ap.add_argument("--max-cycles", type=int, default=6)
+    ap.add_argument("--floor", type=float, default=0.80, help="stop below this validation accuracy")
     ap.add_argument("--criterion", choices=["magnitude", "stream", "channel"], default="channel",
                     help="channel: whole stream channels and MLP hidden units (ChannelScores) of the current "
                          "model; stream: residual-stream channels scored jointly across "
@@ -524,61 +474,27 @@ def main(argv=None) -> None:
                     help="channel criterion: at most this share of a stage's stream channels per cycle")
     ap.add_argument("--max-drop-hidden", type=float, default=0.6,
                     help="channel criterion: at most this share of a block's MLP hidden units per cycle")
-    ap.add_argument("--extra", type=float, default=0.0,
+    ap.add_argument("--extra", type=float, default=0.2,
                     help="channel criterion: also zero this share of every kept >= 2-D tensor's entries "
-                         "(never a whole row or column), for the release step to give back")
+                         "(never a whole row or column): the zeros the release step gives back (0: no release "
+                         "in play, the cycle is then iterative structured pruning)")
     ap.add_argument("--single-max-drop", type=float, default=0.95,
-                    help="channel criterion, single pass: at most this share of any group's units")
-    ap.add_argument("--skip-single", action="store_true", help="no single-pass baseline")
-    ap.add_argument("--scratch-cycles", type=int, nargs="+", default=None,
-                    help="train the scratch baseline only at these cycles' shapes (default: every cycle)")
-    ap.add_argument("--scratch-matched", action="store_true",
-                    help="scratch baseline at cycle k trains for as many epochs as the Squeeze-Release model had "
-                         "seen by then (dense + all cycles); default: the dense model's epochs")
-    ap.add_argument("--label-smoothing", type=float, default=0.0,
-                    help="label smoothing for every training after the dense model (cycles and both baselines)")
+                    help="channel criterion, one-shot baselines: at most this share of any group's units")
     ap.add_argument("--stream-weight", type=float, default=1.0)
     ap.add_argument("--stream-max-drop", type=float, default=0.5,
                     help="at most this share of a stage's stream channels is pruned per cycle")
     ap.add_argument("--tensor-keep", type=float, default=0.1,
                     help="the top share of every >= 2-D tensor's entries is never pruned (stream criterion)")
-    ap.add_argument("--single-ratios", type=float, nargs="+", default=None,
-                    help="single pass at these compressions instead of --single-sparsities (the sparsity is found by "
-                         "bisection so that the minimized model has 1/ratio of the dense deployable size)")
-    ap.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine")
-    ap.add_argument("--target-ratio", type=float, default=None)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--wd", type=float, default=0.05)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="tools/results/cnn.json")
-    ap.add_argument("--plot", default=None)
-    ap.add_argument("--ckpt-dir", default="tools/results/ckpt")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--plot-only", action="store_true")
-    ap.add_argument("--summary", action="store_true", help="print the markdown summary of --out")
     args = ap.parse_args(argv)
-    if args.summary:
-        with open(args.out) as f:
-            res = json.load(f)
-        for drop in (0.01, 0.02):
-            print(summarize(res, drop, at_ratio=14.8) + "\n")
-        depths = res["args"]["depths"]
-        print(cycle_tables(res, lambda shapes: "dims {dims}, MLP {hidden}".format(**family_config(shapes, depths))))
-        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.plot_only:
-        with open(args.out) as f:
-            plot(json.load(f), args.plot, "ConvNeXt-style CNN, Fashion-MNIST")
-        return
     torch.set_num_threads(args.threads)
-    xtr, ytr = load_fashion_mnist("train", args.data_dir, limit=args.train_limit)
-    xte, yte = load_fashion_mnist("test", args.data_dir)
-    run_seeds(args, (xtr, ytr, xte, yte), run_seed, f"ConvNeXt-style CNN {args.dims}/{args.depths}, Fashion-MNIST",
-              {"model": f"ConvNeXtFM dims {args.dims} depths {args.depths}", "dataset": "Fashion-MNIST",
-               "markers": [[14.8, "14.8x (paper, CIFAR-10)"]]})
+    data = load_fashion_mnist_splits(args.data_dir, val_size=args.val_size)
+    if args.train_limit:
+        data = data._replace(train=(data.train[0][:args.train_limit], data.train[1][:args.train_limit]))
+    run_seeds(args, data, run_seed, {"model": f"ConvNeXtFM dims {args.dims} depths {args.depths}",
+                                     "dataset": "Fashion-MNIST"})
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ One *cycle* on a dense model ``M`` (the user's trained model in cycle 1):
    recorded as ``release_drift`` = ``‖f_released(x) − f_squeezed(x)‖ / ‖f_squeezed(x)‖``.
 5. **train** the released model without masks; evaluate; record; checkpoint.
 
+``do_release=False`` gives iterative pruning *without* release (a baseline): step 4 is skipped,
+entries already zero are never unmasked again, and step 5 trains the same ``train_epochs`` with
+every zero of the minimized model held, so the epochs match the run with release.
+
 The run stops when a cycle removes no unit (the deployable size did not shrink), when the
 deployable size reaches ``target_params`` (or ``target_ratio``), when the accuracy falls below
 ``accuracy_floor``, or after ``max_cycles``.
@@ -271,6 +275,9 @@ class SqueezeRelease:
         else:
             frac = self.fraction(cycle)
         masks = global_prune_masks(scores, frac)
+        if not self.do_release:
+            # without release a zero never comes back: entries already zero stay masked
+            masks = {n: m & (params[n].detach() != 0) for n, m in masks.items()}
         apply_masks(module, masks)
         if not self.shrink_before_finetune:
             self._train(module, finetune_epochs, {"cycle": cycle, "phase": "finetune"}, masks)
@@ -303,8 +310,12 @@ class SqueezeRelease:
                 out_after = small(*self.example_inputs)
             drift = float((out_after - out_before).norm() / out_before.norm().clamp_min(1e-12))
             self._train(small, train_epochs, {"cycle": cycle, "phase": "train"})
+        elif train_epochs > 0:
+            # iterative pruning without release: the same training, the zeros held
+            held = {n: p.detach() != 0 for n, p in prunable_parameters(small).items()}
+            self._train(small, train_epochs, {"cycle": cycle, "phase": "train"}, held)
         acc = self._eval(small)
-        epochs = finetune_epochs + (train_epochs if self.do_release else 0)
+        epochs = finetune_epochs + train_epochs
         rec = CycleRecord(cycle=cycle, params=params_out, ratio=params_unpruned / params_out,
                           channels_removed=_channels_removed(res) if params_out < params_in else 0, prune_fraction=frac,
                           accuracy=acc, accuracy_pruned=acc_pruned, release_drift=drift, released=released,

@@ -1,0 +1,166 @@
+"""Tables and plots of docs/results.md from the JSON of tools/reproduce_fc.py / reproduce_cnn.py.
+
+    python tools/reproduce_tables.py --fc tools/results/fc_matched.json --table fc
+    python tools/reproduce_tables.py --cnn tools/results/cnn_matched.json --table cnn
+    python tools/reproduce_tables.py --fc tools/results/fc_matched.json --plot docs/results_fc_matched.png
+
+One table per reported size (the ``report_cycles`` of each seed: the Squeeze-Release cycle nearest
+each ``--report-ratios`` value by size). Rows: Squeeze-Release and each baseline at that cycle's
+size and budget; columns: deployable ratio, **test** accuracy and the **validation** accuracy
+beside it (mean ± sample sd over the seeds that have the row), epochs seen, seeds. A table is
+labelled PARTIAL, naming what is missing, when a seed or a method is absent. The validation
+figure is what every choice may read; the test figure is only reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics as st
+from typing import Dict, List, Optional
+
+METHODS = ("single_pass", "one_shot_release", "iterative_no_release", "scratch", "unstructured")
+LABELS = {"squeeze_release": "Squeeze-Release", "single_pass": "single pass (prune once, no release)",
+          "one_shot_release": "one-shot with release", "iterative_no_release": "iterative without release",
+          "scratch": "same shape from scratch", "unstructured": "unstructured magnitude (never minimized; nonzeros)"}
+
+
+def _ms(xs: List[float], pct: bool = True, digits: int = 2) -> str:
+    if not xs:
+        return "—"
+    k = 100 if pct else 1
+    m = st.mean(xs) * k
+    s = (st.stdev(xs) * k) if len(xs) > 1 else 0.0
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f}"
+
+
+def rows_at(results: dict, ratio_key: str) -> Dict[str, List[dict]]:
+    """``{method: [record per seed]}`` at the cycle each seed reports for ``ratio_key``."""
+    out: Dict[str, List[dict]] = {m: [] for m in ("squeeze_release",) + METHODS}
+    for run in results["runs"]:
+        c = run.get("report_cycles", {}).get(ratio_key)
+        if c is None:
+            continue
+        hist = {h["cycle"]: h for h in run.get("squeeze_release", {}).get("history", [])}
+        if c in hist:
+            out["squeeze_release"].append(dict(hist[c], seed=run["seed"]))
+        for m in METHODS:
+            for r in run.get("baselines", {}).get(m, []):
+                if r["cycle"] == c:
+                    out[m].append(dict(r, seed=run["seed"]))
+    return out
+
+
+def table(results: dict, ratio_key: str, seeds_expected: Optional[List[int]] = None) -> str:
+    rows = rows_at(results, ratio_key)
+    seeds = seeds_expected or sorted({r["seed"] for r in results["runs"]})
+    missing = []
+    for m, recs in rows.items():
+        have = {r["seed"] for r in recs}
+        lack = [s for s in seeds if s not in have]
+        if lack:
+            missing.append(f"{LABELS[m]}: seed{'s' if len(lack) > 1 else ''} {', '.join(map(str, lack))}")
+    title = f"#### About {float(ratio_key):g}x"
+    if missing:
+        title += " — PARTIAL (missing: " + "; ".join(missing) + ")"
+    lines = [title, "", "| method | ratio | test accuracy (%) | validation accuracy (%) | epochs seen | seeds |",
+             "|---|---|---|---|---|---|"]
+    for m, recs in rows.items():
+        if not recs:
+            lines.append(f"| {LABELS[m]} | — | — | — | — | 0 |")
+            continue
+        ratios = [r["ratio"] for r in recs]
+        ep = sorted({r["epochs_seen"] for r in recs})
+        lines.append(f"| {LABELS[m]} | {_ms(ratios, pct=False)}x | {_ms([r['test_accuracy'] for r in recs])} "
+                     f"| {_ms([r['accuracy'] for r in recs])} | {'/'.join(map(str, ep))} "
+                     f"| {', '.join(str(r['seed']) for r in recs)} |")
+    dense = [r["dense"] for r in results["runs"] if "dense" in r]
+    if dense:
+        lines.append(f"| (dense, unpruned: {dense[0]['params']:,} elements) | 1x | {_ms([d['test_accuracy'] for d in dense])} "
+                     f"| {_ms([d['accuracy'] for d in dense])} | {dense[0]['epochs']} "
+                     f"| {', '.join(str(r['seed']) for r in results['runs'] if 'dense' in r)} |")
+    return "\n".join(lines)
+
+
+def header(results: dict) -> str:
+    a = results.get("args", {})
+    split = results.get("split", {})
+    budget = (f"dense {a.get('dense_epochs')} epochs; each cycle {a.get('ft_epochs')} masked + "
+              f"{a.get('train_epochs')} after release")
+    return (f"{results.get('model')} on {results.get('dataset')}. Machine: {results.get('machine')}. "
+            f"Dates: {', '.join(results.get('dates', []))}. Split: train {split.get('train')}, validation "
+            f"{split.get('validation')} ({split.get('validation_rule')}), test {split.get('test')}. Budget: {budget}. "
+            f"Seeds asked: {a.get('seeds')}.")
+
+
+def cycles(results: dict) -> str:
+    """Per seed, every Squeeze-Release cycle: size, ratio, validation and test accuracy, the
+    squeeze's self-check (max abs error, checks), released zeros, epochs seen."""
+    out = ["| seed | cycle | stored elements | ratio | val acc (%) | test acc (%) | check max err | checks "
+           "| released | epochs seen |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in results["runs"]:
+        for h in run.get("squeeze_release", {}).get("history", []):
+            err = "" if h.get("max_abs_error") is None else f"{h['max_abs_error']:.2g}"
+            ta = "" if h.get("test_accuracy") is None else f"{100 * h['test_accuracy']:.2f}"
+            out.append(f"| {run['seed']} | {h['cycle']} | {h['params']:,} | {h['ratio']:.2f}x | {100 * h['accuracy']:.2f} "
+                       f"| {ta} | {err} | {h.get('verified_checks') or ''} | {h.get('released') or ''} "
+                       f"| {h.get('epochs_seen', '')} |")
+    return "\n".join(out)
+
+
+def plot(results: dict, path: str, title: str) -> None:
+    """Test accuracy against deployable ratio: every method, one marker per seed (SR: each cycle)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    colors = dict(zip(("squeeze_release",) + METHODS, ("tab:blue", "tab:orange", "tab:red", "tab:purple",
+                                                         "tab:green", "tab:brown")))
+    marks = dict(zip(("squeeze_release",) + METHODS, "osDv^x"))
+    seen = set()
+    for run in results["runs"]:
+        h = run.get("squeeze_release", {}).get("history", [])
+        pts = [(r["ratio"], r["test_accuracy"]) for r in h if r.get("test_accuracy") is not None]
+        if pts:
+            ax.plot(*zip(*[(x, 100 * y) for x, y in pts]), "o-", color=colors["squeeze_release"], ms=4, alpha=0.8,
+                    label=None if "squeeze_release" in seen else LABELS["squeeze_release"] + " (every cycle)")
+            seen.add("squeeze_release")
+        for m in METHODS:
+            for r in run.get("baselines", {}).get(m, []):
+                ax.plot([r["ratio"]], [100 * r["test_accuracy"]], marks[m], color=colors[m], ms=7,
+                        label=None if m in seen else LABELS[m] + " (same budget)")
+                seen.add(m)
+    ax.set_xscale("log")
+    ax.set_xlabel("deployable compression (unpruned stored elements / stored elements; unstructured: / nonzeros)")
+    ax.set_ylabel("test accuracy (%) — reported only, nothing chosen on it")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fc", default=None, help="JSON of tools/reproduce_fc.py")
+    ap.add_argument("--cnn", default=None, help="JSON of tools/reproduce_cnn.py")
+    ap.add_argument("--table", choices=["fc", "cnn"], default=None, help="print this model's tables (markdown)")
+    ap.add_argument("--cycles", action="store_true", help="also print every Squeeze-Release cycle")
+    ap.add_argument("--plot", default=None, help="PNG of test accuracy against ratio, every method")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds a complete table has")
+    args = ap.parse_args(argv)
+    path = args.fc if (args.table or "fc") == "fc" and args.fc else args.cnn
+    with open(path) as f:
+        results = json.load(f)
+    if args.table:
+        print(header(results) + "\n")
+        for key in (results.get("args", {}).get("report_ratios") or []):
+            print(table(results, str(float(key)), args.seeds) + "\n")
+        if args.cycles:
+            print(cycles(results))
+    if args.plot:
+        plot(results, args.plot, results.get("model", ""))
+
+
+if __name__ == "__main__":
+    main()
