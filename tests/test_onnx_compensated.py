@@ -11,7 +11,6 @@ import io
 import logging
 import warnings
 
-import numpy as np
 import onnx
 import pytest
 import torch
