@@ -135,6 +135,13 @@ def _dynamic_spec(module, example_inputs, dynamic_batch: bool, dynamic_sizes: bo
     return shapes if any(pytree.tree_leaves(shapes)) else None
 
 
+def _beyond_batch(shapes) -> bool:
+    """Whether a ``dynamic_shapes`` spec marks any dim other than dim 0."""
+    import torch.utils._pytree as pytree
+    specs = pytree.tree_leaves(shapes, is_leaf=lambda x: isinstance(x, dict))
+    return any(d != 0 for spec in specs if isinstance(spec, dict) for d in spec)
+
+
 def _onnx_dims(proto, n_inputs: int) -> list:
     """Per ONNX graph input, {dim: name} for its symbolic dims beyond dim 0 (the form
     :func:`fxminimize.verify.input_sets` takes)."""
@@ -143,6 +150,14 @@ def _onnx_dims(proto, n_inputs: int) -> list:
         dims = inp.type.tensor_type.shape.dim
         symbols.append({d: x.dim_param for d, x in enumerate(dims) if d and x.dim_param})
     return symbols
+
+
+def _export(module, example_inputs, path, shapes, opset, external_data, table) -> None:
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(module, example_inputs, None, dynamo=True, dynamic_shapes=shapes,
+                                 opset_version=opset, verbose=False, custom_translation_table=table)
+        prog.save(path, external_data=external_data)
 
 
 def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None, dynamic_batch: bool = False,
@@ -178,17 +193,20 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
     # other symbolic dims Dim.AUTO
     shapes = _dynamic_spec(module, example_inputs, dynamic_batch, dynamic_sizes)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    buf = io.StringIO()
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
-            warnings.simplefilter("ignore")
-            prog = torch.onnx.export(module, example_inputs, None, dynamo=True, dynamic_shapes=shapes,
-                                     opset_version=opset, verbose=False,
-                                     custom_translation_table=translation_table())
-            prog.save(path, external_data=external_data)
+        try:
+            _export(module, example_inputs, path, shapes, opset, external_data, translation_table())
+        except Exception as exc:  # noqa: BLE001
+            if not _beyond_batch(shapes):
+                raise
+            fixed = _dynamic_spec(module, example_inputs, dynamic_batch, False)
+            # the sizes beyond the batch are a convenience: export at the example's sizes, say why
+            log.info("ONNX export with symbolic sizes beyond the batch failed (%s: %s); exporting the "
+                     "example's sizes", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            _export(module, example_inputs, path, fixed, opset, external_data, translation_table())
     except Exception as exc:  # noqa: BLE001
         raise MinimizationError(f"ONNX export failed ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc

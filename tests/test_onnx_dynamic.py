@@ -61,3 +61,32 @@ def test_cnn_onnx_at_another_image_size(tmp_path):
     with torch.no_grad():
         want = model(big)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(want.abs().max())))
+
+
+def test_export_falls_back_to_the_example_sizes(tmp_path, monkeypatch, caplog):
+    """If the exporter cannot keep the sizes beyond the batch symbolic, the file has the example's
+    sizes (still checked in onnxruntime) and the log says why; a failure at those sizes raises."""
+    import logging
+    from fxminimize import onnx_export
+    torch.manual_seed(0)
+    model = ZOO["resnet_small"][0]()
+    induce_dead_channels(model, "layer3.conv1", [0, 2, 4])
+    x = example_input("resnet_small")
+    res = fxminimize.minimize(model, (x,))
+    real = onnx_export._export
+    calls = []
+
+    def flaky(module, inputs, path, shapes, *rest):
+        calls.append(shapes)
+        if onnx_export._beyond_batch(shapes):
+            raise RuntimeError("cannot keep H symbolic")
+        return real(module, inputs, path, shapes, *rest)
+
+    monkeypatch.setattr(onnx_export, "_export", flaky)
+    with caplog.at_level(logging.INFO, logger="fxminimize.onnx_export"):
+        out = fxminimize.export_onnx(res, (x,), str(tmp_path / "f.onnx"), reference=model, dynamic_batch=True)
+    assert len(calls) == 2 and out.dynamic_dims == {} and out.dynamic_batch
+    assert out.max_abs_error <= 1e-4 and "cannot keep H symbolic" in caplog.text
+    monkeypatch.setattr(onnx_export, "_export", lambda *a: (_ for _ in ()).throw(RuntimeError("broken")))
+    with pytest.raises(fxminimize.MinimizationError, match="ONNX export failed .*broken"):
+        fxminimize.export_onnx(res, (x,), str(tmp_path / "g.onnx"), reference=model, dynamic_sizes=False)

@@ -79,7 +79,9 @@ def test_hf_vision_roundtrip(build, tmp_path):
     path = tmp_path / "m.onnx"
     out = fxminimize.export_onnx(model, (torch.randn(2, 3, 64, 64),), str(path))
     _check(out, path)
-    assert out.checks == 2               # pooler output and last hidden state
+    # pooler output and last hidden state, at the example's size and at another image size
+    assert len(out.input_sets) == 2 and out.input_sets[1].startswith("random inputs at other sizes"), out.input_sets
+    assert out.checks == 4 and len(out.dynamic_dims) == 2       # H and W stay symbolic
 
 
 def _transformer_models():
