@@ -123,9 +123,11 @@ def _dynamic_spec(module, example_inputs, dynamic_batch: bool, dynamic_sizes: bo
     batch = Dim("batch", min=1)
 
     def spec(t):
-        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+        if not isinstance(t, torch.Tensor):
             return None
-        dims = next(symbols, {})
+        dims = next(symbols, {})                  # one entry per tensor input, 0-d ones included
+        if t.dim() == 0:
+            return None
         out = {d: Dim.AUTO for d in dims if d and dynamic_sizes}
         if dynamic_batch:
             out[0] = batch
