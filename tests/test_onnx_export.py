@@ -51,7 +51,10 @@ def test_zoo_roundtrip(name, tmp_path):
     out = fxminimize.export_onnx(model, (example_input(name),), str(path), dynamic_batch=True)
     _check(out, path)
     assert out.result.report.params_after < out.result.report.params_before
-    assert out.input_sets == ["random inputs", "random inputs at batch 1", "random inputs at batch 3"]
+    assert out.input_sets[:3] == ["random inputs", "random inputs at batch 1", "random inputs at batch 3"]
+    # image sizes the minimized graph keeps symbolic stay so in ONNX, and are checked at another size
+    others = [s for s in out.input_sets[3:] if s.startswith("random inputs at other sizes")]
+    assert len(others) == len(out.input_sets) - 3 == (1 if out.dynamic_dims else 0), out.input_sets
 
 
 def _hf_resnet():
@@ -76,7 +79,9 @@ def test_hf_vision_roundtrip(build, tmp_path):
     path = tmp_path / "m.onnx"
     out = fxminimize.export_onnx(model, (torch.randn(2, 3, 64, 64),), str(path))
     _check(out, path)
-    assert out.checks == 2               # pooler output and last hidden state
+    # pooler output and last hidden state, at the example's size and at another image size
+    assert len(out.input_sets) == 2 and out.input_sets[1].startswith("random inputs at other sizes"), out.input_sets
+    assert out.checks == 4 and len(out.dynamic_dims) == 2       # H and W stay symbolic
 
 
 def _transformer_models():

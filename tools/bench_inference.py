@@ -32,6 +32,19 @@ ratio: stored elements, masked model / minimized model (``Report.ratio``). Timin
 ``--repeats`` runs after one warm-up, dense and minimized interleaved, ``torch.set_num_threads``
 and onnxruntime's intra-op threads both set to ``--threads`` (default: the core count). A benchmark, not a
 test: on a shared machine timings are noisy; compare ratios measured in one run.
+
+``--native`` compares with the physical limit instead (models and pruning: ``tools/bench_limit.py``):
+
+    .venv/bin/python tools/bench_inference.py --native [--models gpt2_lm,vit,convnext]
+        [--sparsities 0.25,0.5,0.75] [--repeats 20] [--runtimes ort,inductor] [--quick] [--json out.json]
+
+For each model and sparsity: the masked model, the minimized one and the same architecture built
+natively at the kept widths, in onnxruntime (CPU) and under ``torch.compile`` (inductor), one
+thread, the three interleaved, medians of ``--repeats`` runs (default 20) after a warm-up. The
+table gives ms per run and the ratio minimized/native (the acceptance figure: onnxruntime ≤ 1.03,
+inductor ≤ 1.10) and masked/minimized, plus the ONNX node counts. ``--quick``: only the
+acceptance points (GPT-2 LM and ViT at 50 %, ConvNeXt at 75 %), and the masked model only in
+onnxruntime.
 """
 from __future__ import annotations
 
@@ -207,7 +220,7 @@ def run_model(name, sparsities, batches, repeats, res, tmp, threads, log, eager_
         x1 = make(1)
         f_dense, f_small = flops(model, x1), flops(small, x1)
         mpath = os.path.join(tmp, f"{name}_{s}_min.onnx")
-        onx = fxminimize.export_onnx(result, (make(2),), mpath, dynamic_batch=True, reference=model)
+        onx = fxminimize.export_onnx(result, (make(2),), mpath, dynamic_batch=True, dynamic_sizes=False, reference=model)
         dpath = os.path.join(tmp, f"{name}_dense.onnx")
         if not os.path.exists(dpath):
             export_dense(model, make(2), dpath)
@@ -235,6 +248,102 @@ def run_model(name, sparsities, batches, repeats, res, tmp, threads, log, eager_
     return rows
 
 
+# ----------------------------------------------------------------------------- physical limit
+QUICK = [("gpt2_lm", 0.5), ("vit", 0.5), ("convnext", 0.75)]
+
+
+def _interleaved(fns: dict, repeats: int) -> dict:
+    """Median seconds per callable, the callables run in turn ``repeats`` times after a warm-up."""
+    for f in fns.values():
+        f()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _onnx_nodes(path) -> int:
+    import onnx
+    return len(onnx.load(path, load_external_data=False).graph.node)
+
+
+def run_native(name, s, runtimes, repeats, res, tmp, masked_compiled: bool):
+    import bench_limit
+    masked, native, make = bench_limit.build(name, s, res)
+    x = make()
+    t0 = time.perf_counter()
+    result = fxminimize.minimize(masked, (make(2),))
+    row = {"model": name, "sparsity": s, "input": list(x.shape), "minimize_s": time.perf_counter() - t0,
+           "params_masked": result.report.params_before, "params_min": result.report.params_after,
+           "params_native": sum(p.numel() for p in native.parameters())}
+    small = result.module
+    models = {"masked": masked, "min": small, "native": native}
+    if "ort" in runtimes:
+        paths = {k: os.path.join(tmp, f"{name}_{s}_{k}.onnx") for k in models}
+        # batch-dynamic only, as the masked and native exports (export_dense): like for like
+        onx = fxminimize.export_onnx(result, (make(2),), paths["min"], dynamic_batch=True, dynamic_sizes=False,
+                                     reference=masked)
+        row["onnx_max_abs_error"] = onx.max_abs_error
+        for k in ("masked", "native"):
+            export_dense(models[k], make(2), paths[k])
+        sess = {k: ort_session(p, 1) for k, p in paths.items()}
+        feeds = {k: {v.get_inputs()[0].name: x.numpy()} for k, v in sess.items()}
+        t = _interleaved({k: (lambda k=k: sess[k].run(None, feeds[k])) for k in sess}, repeats)
+        row["ort_ms"] = {k: v * 1e3 for k, v in t.items()}
+        row["onnx_nodes"] = {k: _onnx_nodes(p) for k, p in paths.items()}
+    if "inductor" in runtimes:
+        keys = [k for k in models if k != "masked" or masked_compiled]
+        with torch.no_grad():
+            compiled = {k: torch.compile(models[k], backend="inductor", dynamic=False) for k in keys}
+            t0 = time.perf_counter()
+            got = compiled["min"](x)
+            row["inductor_compile_min_s"] = time.perf_counter() - t0
+            want = masked(x)
+            g, w = (got.logits if hasattr(got, "logits") else got), (want.logits if hasattr(want, "logits") else want)
+            row["inductor_max_abs_error"] = float((g - w).abs().max())
+            t = _interleaved({k: (lambda k=k: compiled[k](x)) for k in keys}, repeats)
+        row["inductor_ms"] = {k: v * 1e3 for k, v in t.items()}
+    for rt in runtimes:
+        ms = row[f"{rt}_ms"]
+        row[f"{rt}_min_over_native"] = ms["min"] / ms["native"]
+        if "masked" in ms:
+            row[f"{rt}_masked_over_min"] = ms["masked"] / ms["min"]
+    return row
+
+
+def _fmt_native(r, runtimes):
+    parts = [f"{r['model']:<9}", f"{r['sparsity']:>5.2f}", f"{r['params_min']:>11,}/{r['params_native']:<11,}"]
+    for rt in runtimes:
+        ms = r[f"{rt}_ms"]
+        parts.append(f"{ms.get('masked', float('nan')):9.2f} {ms['min']:8.2f} {ms['native']:8.2f} "
+                     f"{r[f'{rt}_min_over_native']:6.3f}x")
+    if "onnx_nodes" in r:
+        parts.append(f"{r['onnx_nodes']['min']:4d}/{r['onnx_nodes']['native']:<4d}")
+    return " ".join(parts)
+
+
+def main_native(args, hdr):
+    runtimes = args.runtimes.split(",")
+    if args.quick:
+        points = QUICK
+    else:
+        models = args.models.split(",") if args.models else ["gpt2_lm", "vit", "convnext"]
+        points = [(m, float(s)) for m in models for s in args.sparsities.split(",")]
+    print(hdr, flush=True)
+    cols = " ".join(f"{rt + ' masked/min/native ms':>27} {'min/nat':>7}" for rt in runtimes)
+    print(f"{'model':<9} {'s':>5} {'params min/native':>23} {cols} onnx nodes min/native", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, s in points:
+            row = run_native(name, s, runtimes, args.repeats, args.res, tmp, masked_compiled=not args.quick)
+            rows.append(row)
+            print(_fmt_native(row, runtimes), flush=True)
+    return rows
+
+
 def _fmt(r, batches):
     parts = [f"{r['model']:<14}", f"{r['sparsity']:>5.2f}", f"{r['param_ratio']:>6.2f}x", f"{r['flops_ratio']:>6.2f}x"]
     for b in batches:
@@ -246,16 +355,23 @@ def _fmt(r, batches):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="lenet,gpt2,convnext_tiny")
+    ap.add_argument("--models", help="default: lenet,gpt2,convnext_tiny (--native: gpt2_lm,vit,convnext)")
+    ap.add_argument("--native", action="store_true",
+                    help="masked / minimized / natively built at the kept widths, in onnxruntime and inductor")
+    ap.add_argument("--runtimes", default="ort,inductor", help="--native: ort, inductor or both")
+    ap.add_argument("--quick", action="store_true",
+                    help="--native: only the acceptance points, masked model not compiled")
     ap.add_argument("--sparsities", default="0.25,0.5,0.75")
     ap.add_argument("--batches", default="1,64")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, help="timed runs per model (default 5; --native: 20)")
     ap.add_argument("--res", type=int, default=224, help="ConvNeXt input resolution")
     ap.add_argument("--eager-batches", help="batch sizes timed in torch eager (default: all of --batches)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="torch and onnxruntime intra-op threads (default: all cores; use 1 on a busy machine)")
     ap.add_argument("--json", help="write the rows as JSON")
     args = ap.parse_args()
+    if args.native:
+        args.threads = 1
     threads = args.threads
     torch.set_num_threads(threads)
     batches = [int(b) for b in args.batches.split(",")]
@@ -264,6 +380,18 @@ def main():
            f"{threads} thread(s) used | ConvNeXt at {args.res}x{args.res} | "
            f"torch {torch.__version__} | onnxruntime {__import__('onnxruntime').__version__} | "
            f"{datetime.datetime.now().isoformat(timespec='minutes')}")
+    if args.native:
+        args.repeats = args.repeats or 20
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        rows = main_native(args, hdr + f" | load average {load:.2f} at start")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": hdr, "load_average_start": load,
+                           "load_average_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                           "rows": rows}, f, indent=1)
+        return
+    args.repeats = args.repeats or 5
+    args.models = args.models or "lenet,gpt2,convnext_tiny"
     print(hdr, flush=True)
     cols = " ".join(f"{k} b{b} dense/min ms  speedup" for b in batches for k in ("eager", "ort"))
     print(f"{'model':<14} {'s':>5} {'params':>7} {'FLOPs':>7} {cols}", flush=True)
