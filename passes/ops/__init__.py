@@ -4,4 +4,4 @@ Importing this package registers every rule in :mod:`fxminimize.passes.registry`
 """
 from . import (attention, conv, embedding, linear, norm, pointwise, reduce, shape,  # noqa: F401
                tuples)
-from . import vector_norm  # noqa: F401
+from . import groupnorm, vector_norm  # noqa: F401
