@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fxminimize.ir import bind, static_int
 from ..registry import register
@@ -76,9 +75,11 @@ class GroupNormRule(_Channelwise):
         w, b = self.affine(cx, n, C)
         whole = np.repeat(m.reshape(G, per).all(1), per)  # groups with every input CONST
         out = np.where(w == 0, b, 0.0)
-        if whole.any():
-            y = F.group_norm(torch.from_numpy(v.copy())[None, :, None], G, torch.from_numpy(w),
-                             torch.from_numpy(b), float(bind(n)["eps"]))[0, :, 0].numpy()
+        if whole.any():  # μ_g, σ²_g of the constants (each channel weighs the same), float64
+            vg = v.reshape(G, per)
+            mu = vg.mean(1, keepdims=True)
+            var = ((vg - mu) ** 2).mean(1, keepdims=True)
+            y = ((vg - mu) / np.sqrt(var + float(bind(n)["eps"]))).reshape(-1) * w + b
             out = np.where(whole, y, out)
         cx.set_value(n, whole | (w == 0), out)
 

@@ -183,3 +183,16 @@ def test_layernorm_scale_zero_with_const_input_compensated_and_gathered():
     s = shapes(r.module)
     assert s["a.weight"] == (7, 4) and s["ln.weight"] == (7,) and s["fc.weight"] == (16, 6)
     assert n_index_selects(r.module) == 1
+
+
+def test_groupnorm_one_channel_per_group_const_input():
+    """G = C (one channel per group; fuzz seed 20113): a CONST input channel is its own group, so
+    μ_g = v and the output is γ·0/√ε + β = CONST(β) exactly; it folds and the group goes."""
+    m = ConvGNConv(groups=8).eval()
+    trained(m.gn)
+    dead(m.c, [3], bias=0.7)
+    r = minimize_and_check(m, X)
+    cm, cv = const(r.plan, node_of(r.plan, "group_norm"))
+    assert cm[3] and cv[3] == pytest.approx(float(m.gn.bias[3]))
+    s = shapes(r.module)
+    assert s["c.weight"] == (7, 3, 1, 1) and s["gn.weight"] == (7,) and s["d.weight"] == (4, 7, 1, 1)
