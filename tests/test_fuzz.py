@@ -79,10 +79,11 @@ def test_generator_covers_the_blocks():
         seen_dead |= {d["why"].split(":")[0] if "stream" not in d["why"] else "stream" for d in spec["dead"]}
         seen_via.add(spec["via"])
     for t in ("lin", "mlp", "ln", "cat", "split", "gate", "act", "attn:sdpa", "attn:manual", "attn:mha",
-              "tokpool", "conv:1", "conv:dw", "resconv", "dense", "se", "convnext", "cfln", "pool", "head"):
+              "tokpool", "conv:1", "conv:dw", "resconv", "dense", "se", "convnext", "cfln", "pool", "head",
+              "gnblock", "grn", "tied", "wstd", "scale1p"):
         assert t in seen_blocks, t
     assert any(t.startswith("conv:") and t not in ("conv:1", "conv:dw") for t in seen_blocks)   # grouped
-    for d in ("stream", "attn", "mlp", "conv", "ln", "convnext"):
+    for d in ("stream", "attn", "mlp", "conv", "ln", "convnext", "gnblock", "grn", "tied", "wstd"):
         assert d in seen_dead, d
     assert seen_via == {"zero", "masks", "prune"}
 

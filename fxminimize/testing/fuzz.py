@@ -32,15 +32,19 @@ Families and blocks (names used in specs):
   ``resconv`` (conv-BN-act-conv-BN + x), ``dense`` (cat with a conv), ``split``, ``se``,
   ``convnext`` (dwconv, permute, LayerNorm, pointwise MLP, layer scale, permute, + x),
   ``cfln`` (channels-first LayerNorm via permute), ``pool`` (max/avg 2x2), ``head`` (mean,
-  adaptive pool or flatten, to ``vec``).
+  adaptive pool or flatten, to ``vec``), ``gnblock`` (PoolFormer mixer with GroupNorm),
+  ``grn`` (ConvNeXt-V2 block with GRN), ``wstd`` (weight standardized in ``forward``),
+  ``scale1p`` (x·(1 + s)); ``vec``/``seq`` also ``tied`` (one weight, two Linears) and
+  ``scale1p`` (:mod:`.fuzz_blocks_norm`).
 
 Dead structure (``spec["dead"]``, each ``{"p": param, "dim": d, "idx": [...], "why": ...}``,
 applied as exact zeros, a ``masks`` dict or ``torch.nn.utils.prune``): zero rows (with or
 without the bias), zero columns, zero bias entries, residual-stream channels zeroed in every
 writer, MLP/SE hidden units, whole attention heads (zero output-projection columns), q dims
 (zero rows and bias), k dims (zero rows, bias kept: constant), v dims, layer-scale entries,
-LayerNorm/BatchNorm gamma/beta entries, conv filters, input channels and whole groups, plus
-random unstructured sparsity.
+LayerNorm/BatchNorm/GroupNorm gamma/beta entries (GroupNorm: also whole groups), GRN weight
+entries, rows/columns of a tied weight, conv filters (also weight-standardized ones), input
+channels and whole groups, plus random unstructured sparsity.
 
 The code lives in: :mod:`.fuzz_choosers` (random / hypothesis choosers), :mod:`.fuzz_blocks`
 (blocks, models and inputs of a spec), :mod:`.fuzz_generator` and :mod:`.fuzz_dead` (drawing

@@ -312,6 +312,9 @@ def _make_block(b, c, family):
         return Pool(c, b)
     if t == "head":
         return Head(c, b)
+    from .fuzz_blocks_norm import EXTRA
+    if t in EXTRA:
+        return EXTRA[t](c, b)
     raise ValueError(f"unknown block type {t!r}")
 
 
@@ -323,7 +326,7 @@ def build_model(spec) -> nn.Module:
         m = Net(spec)
         with torch.no_grad():
             for mod in m.modules():
-                if isinstance(mod, (nn.LayerNorm, nn.BatchNorm2d)):
+                if isinstance(mod, (nn.LayerNorm, nn.BatchNorm2d, nn.GroupNorm)):
                     mod.weight.copy_(1 + 0.3 * torch.randn_like(mod.weight))
                     mod.bias.copy_(0.3 * torch.randn_like(mod.bias))
                 if isinstance(mod, nn.BatchNorm2d):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import List
 
+from .fuzz_blocks_norm import EXTRA, extra_dead
+
 def _segments_and_dead(ch, spec, model) -> List[dict]:
     """Draw dead structure. Returns a list of zeroing ops."""
     dead: List[dict] = []
@@ -42,7 +44,13 @@ def _segments_and_dead(ch, spec, model) -> List[dict]:
     for i, b in enumerate(spec["blocks"]):
         P = f"b{i}."
         t, c = b["type"], b["c_in"]
-        if t == "lin":
+        if t in EXTRA:
+            wr = extra_dead(ch, b, P, c, op, rows, intensity)
+            if isinstance(wr, tuple):
+                new_seg(b["c_out"], wr[1])
+            else:
+                cur["writers"] += wr
+        elif t == "lin":
             w = P + "fc.weight"
             if ch.p(intensity):
                 r = rows(w)

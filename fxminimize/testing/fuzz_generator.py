@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Tuple
 
 from .fuzz_blocks import build_model
 from .fuzz_choosers import RandomChooser
+from .fuzz_blocks_norm import draw_extra
 from .fuzz_dead import _segments_and_dead
 
 # =========================================================================== drawing specs
@@ -22,10 +23,14 @@ def _draw_blocks(ch, family: str, c: int, hw: int) -> Tuple[List[dict], int]:
     for _ in range(nblocks):
         b: Dict[str, Any]
         if state == "img":
-            t = ch.choice(["conv", "conv", "resconv", "dense", "split", "se", "convnext", "cfln", "pool", "head"])
+            t = ch.choice(["conv", "conv", "resconv", "dense", "split", "se", "convnext", "cfln", "pool", "head",
+                           "gnblock", "grn", "wstd", "scale1p"])
             if t == "pool" and hw < 4:
                 t = "conv"
-            if t == "conv":
+            if t in ("gnblock", "grn", "wstd", "scale1p"):
+                b, c_out, hw = draw_extra(ch, t, c, hw)
+                c_out = b["out"] if c_out is None else c_out
+            elif t == "conv":
                 gk = ch.choice(["1", "1", "dw", "g"])
                 k = ch.choice([1, 3, 3])
                 pad = ch.choice([0, k // 2]) if k > 1 and hw > 3 else k // 2
@@ -74,11 +79,13 @@ def _draw_blocks(ch, family: str, c: int, hw: int) -> Tuple[List[dict], int]:
                 c_out = c * hw * hw if b["mode"] == "flatten" else c
                 state = "vec"
         else:
-            opts = ["lin", "mlp", "mlp", "ln", "cat", "split", "gate", "act"]
+            opts = ["lin", "mlp", "mlp", "ln", "cat", "split", "gate", "act", "tied", "scale1p"]
             if state == "seq":
                 opts += ["attn", "attn", "attn", "tokpool"]
             t = ch.choice(opts)
-            if t == "lin":
+            if t in ("tied", "scale1p"):
+                b, c_out, _ = draw_extra(ch, t, c, 0)
+            elif t == "lin":
                 b = dict(type="lin", out=ch.choice(WIDTHS), bias=ch.p(0.7), act=ch.choice(["relu", "gelu", "silu", "none"]))
                 c_out = b["out"]
             elif t == "mlp":

@@ -5,3 +5,4 @@ Importing this package registers every rule in :mod:`fxminimize.passes.registry`
 from . import (attention, conv, embedding, linear, norm, pointwise, reduce, shape,  # noqa: F401
                tuples)
 from . import einsum, grouped_mm, index, matmul, stack, where  # noqa: F401  (transformer layouts, MoE)
+from . import groupnorm, vector_norm  # noqa: F401

@@ -1,5 +1,15 @@
 """Normalizations: eval BatchNorm (a per-channel affine map) and LayerNorm over the channel dim
-(exact under channel removal through CompensatedLayerNorm, :mod:`fxminimize.compensated`).
+(exact under channel removal through CompensatedLayerNorm, :mod:`fxminimize.compensated`);
+GroupNorm lives in :mod:`.groupnorm` and shares :func:`scale_zero_mask` and :func:`gather_outputs`.
+
+Scale-zero outputs of a norm with statistics (LayerNorm, GroupNorm). γ_c = 0 makes output c
+CONST(β_c) whatever the input, but input c still enters the statistics of the other channels.
+So output c and input c are *not* coupled there: output c goes whenever its consumers fold the
+constant, input c stays while the statistics need it (a LIVE channel of a group with a kept
+output). Kept outputs need their inputs (K_out ⊆ K_in). When K_out ≠ K_in the norm is computed on
+K_in and its output gathered: ``index_select(norm(x_K_in), dim, pos)`` (:func:`gather_outputs`; an
+int64 index of |K_out| elements, paid for by the consumers' columns; "never larger" is checked by
+``minimize``).
 
 Rewrites. BatchNorm: slice γ, β, running mean and running variance to the kept channels
 (per-channel affine maps commute with channel selection). LayerNorm: where CONST channels R
@@ -24,6 +34,40 @@ from ..rule import Rule
 from .common import _Channelwise, _f64, _nd
 
 aten = torch.ops.aten
+
+
+def scale_zero_mask(cx, w, C: int) -> np.ndarray:
+    """γ_c = 0 (bool, per channel) for a norm's weight node ``w`` (None: no weight, no zero)."""
+    t = cx.tensor(w) if w is not None else None
+    if t is None or t.numel() != C:
+        return np.zeros(C, bool)
+    return _f64(t).reshape(-1) == 0
+
+
+def couple_scaled(cx, x, n, zero: np.ndarray, kind: str) -> None:
+    """Couple input c with output c only where γ_c ≠ 0 (a scale-zero output is its own unit)."""
+    idx = np.nonzero(~zero)[0]
+    cx.couple(x, n, idx, idx, kind)
+
+
+def gather_outputs(ctx, n, dim: int, keep_in: np.ndarray, keep_out: np.ndarray) -> None:
+    """``n`` (already rewritten to compute its op on the kept input channels ``keep_in``) must
+    output only ``keep_out`` ⊆ ``keep_in``: the op moves to a new node before ``n`` and ``n``
+    becomes ``index_select(new, dim, pos)`` (same name, so later rewrites find it in the plan)."""
+    if np.array_equal(keep_in, keep_out):
+        return
+    pos = np.searchsorted(keep_in, keep_out)
+    if pos.size and (pos.max() >= len(keep_in) or not np.array_equal(keep_in[pos], keep_out)):
+        raise AssertionError(f"internal: {n.name} keeps an output whose input is removed")
+    g = ctx.gm.graph
+    with g.inserting_before(n):
+        full = g.call_function(n.target, tuple(n.args), dict(n.kwargs))
+    full.meta = dict(n.meta)
+    val = n.meta.get("val")
+    dev = val.device if isinstance(val, torch.Tensor) and val.device.type != "meta" else None
+    idx = ctx.add_const(n, f"fxm_out_{n.name}", ctx.index(pos) if dev is None else ctx.index(pos).to(dev))
+    n.target, n.args, n.kwargs = aten.index_select.default, (full, dim, idx), {}
+    ctx.stats["norm_outputs_gathered"] += 1
 
 
 class BatchNormRule(_Channelwise):
@@ -150,8 +194,10 @@ class LayerNormRule(_Channelwise):
     channel r may leave: the compensated form keeps C, s1 = Σ_R v_r and s2 = Σ_R v_r² and
     recomputes μ and σ² exactly (:mod:`fxminimize.compensated`). Its own output
     γ_r (v_r − μ)/σ + β_r is per-row, so channel r goes only when no consumer reads it (input r
-    and output r are coupled), or when γ_r = 0: then output r is CONST(β_r) and folds downstream.
-    A LIVE input channel is always required while any output is kept (it moves μ and σ²).
+    and output r are coupled where γ_r ≠ 0). Where γ_r = 0, output r is CONST(β_r) and is not
+    coupled to input r: it goes when its consumers fold β_r, while input r stays if LIVE (module
+    docstring). A LIVE input channel is required while any output is kept (it moves μ and σ²);
+    a kept output requires its input.
     """
 
     kind = "layernorm"
@@ -173,6 +219,9 @@ class LayerNormRule(_Channelwise):
 
     def declare(self, cx, n, inp):
         return -1 if inp is n.args[0] else None
+
+    def couple(self, cx, n):
+        couple_scaled(cx, self.src(n), n, scale_zero_mask(cx, bind(n)["weight"], cx.size_of(n)), self.kind)
 
     def full(self, p, v, w, b):
         """The op on one row of constant inputs ``v`` (float64 tensors, channels last)."""
@@ -196,20 +245,25 @@ class LayerNormRule(_Channelwise):
         x = self.src(n)
         if kept is None:
             return cx.need(x, None, n)
+        if not kept.any():  # no output read: the statistics are not needed either
+            return
         cin, _ = cx.const_of(x)
         cx.need(x, kept | ~cin, n)
 
     def rewrite(self, ctx, n) -> bool:
         plan = ctx.plan
         x = n.args[0]
-        if not plan.tracked(n.name) or not plan.tracked(x.name) or not plan.shrinks(x):
+        if not plan.tracked(n.name) or not plan.tracked(x.name):
             return False
+        if not plan.shrinks(x):
+            if not plan.shrinks(n):
+                return False
+            gather_outputs(ctx, n, self.out_dim(n), plan.kept(x), plan.kept(n))
+            return True
         rem = plan.removed(x)
         cm, cv = plan.const_mask[x.name][rem], plan.const_val[x.name][rem]
         if not cm.all():
             raise AssertionError(f"internal: LIVE channel removed from the input of {n.name}")
-        if not np.array_equal(plan.kept(n), plan.kept(x)):
-            raise AssertionError(f"internal: {n.name} keeps other channels than its input")
         p = bind(n)
         w, b = p["weight"], p["bias"]
         for t in (w, b):
@@ -224,7 +278,12 @@ class LayerNormRule(_Channelwise):
             count, dim = plan.size[x.name], -1
         n.target = COMPENSATED_LAYER_NORM
         n.args, n.kwargs = (x, count, s1, s2, w, b, float(p["eps"]), dim), {}
+        gather_outputs(ctx, n, dim, plan.kept(x), plan.kept(n))
         return True
+
+    def out_dim(self, n) -> int:
+        """The channel dim of the output, as the gather after the norm indexes it."""
+        return -1
 
 
 register(aten.layer_norm.default)(LayerNormRule)
@@ -246,6 +305,9 @@ class CompensatedLayerNormRule(LayerNormRule):
 
     def declare(self, cx, n, inp):
         return self.norm_dim(n) if inp is n.args[0] else None
+
+    def out_dim(self, n) -> int:
+        return int(bind(n)["dim"])
 
     def full(self, p, v, w, b):
         return compensated_layer_norm(v[None], p["count"], p["s1"], p["s2"], w, b, float(p["eps"]))[0]

@@ -210,7 +210,9 @@ class BinaryRule(Rule):
 
     def rewrite(self, ctx, n) -> bool:
         plan = ctx.plan
-        if not plan.tracked(n.name) or not plan.shrinks(n):
+        # a source space (the rule declined: e.g. x·(1 + s) with x a model input) is shrunk by
+        # the gather after it, which reads the whole op: its constants stay whole
+        if not plan.tracked(n.name) or not plan.native[n.name] or not plan.shrinks(n):
             return False
         out_ax, nd, C = plan.axis[n.name], len(n.meta["val"].shape), plan.size[n.name]
         changed = False

@@ -78,3 +78,22 @@ def test_type_as_and_inplace_eval_dropout_pass_channels_through():
     r = minimize_and_check(m, (torch.randn(2, 4),))
     assert shapes(r.module)["a.weight"] == (4, 4) and shapes(r.module)["b.weight"] == (3, 4)
     assert r.report.barriers == ()
+
+
+def test_binary_on_a_source_space_keeps_its_constant_whole():
+    """x·(1 + s) on the model input (fuzz seeds 180, 20064): the rule declines (no operand is
+    tracked) and the product is a source space, shrunk by the gather after it; its constant
+    operand must stay whole (it was sliced too, and the graph failed: 4 vs 3 channels)."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s, self.out = nn.Parameter(0.2 * torch.randn(4)), nn.Linear(4, 5)
+
+        def forward(self, x):
+            return self.out(x * (1 + self.s))
+
+    m = M().eval()
+    with torch.no_grad():
+        m.out.weight[:, 0] = 0
+    r = minimize_and_check(m, (torch.randn(2, 4),))
+    assert shapes(r.module)["out.weight"] == (5, 3)
