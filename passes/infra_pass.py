@@ -18,6 +18,9 @@ from .infra import RewriteContext
 class RewritePass(PassBase):
     name = "pass"
     after: tuple = ()
+    #: passes that complete this one's edits: until they ran, the graph may be inconsistent
+    #: (debug mode checks shapes only once none is pending)
+    completed_by: tuple = ()
 
     def __init__(self, ctx: RewriteContext):
         self.ctx = ctx
@@ -42,6 +45,9 @@ class OpRewrites(RewritePass):
     """Every node's own rewrite (:meth:`Rule.rewrite` of its op family), in graph order."""
 
     name = "ops"
+    #: a consumer whose weight lost input channels reads a source space (a model input, a
+    #: barrier's output) at full width until the gather pass narrows it
+    completed_by = ("gather",)
 
     def call(self, gm):
         ctx = self.ctx

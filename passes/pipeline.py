@@ -68,13 +68,18 @@ def run_pipeline(gm: fx.GraphModule, plan, check: bool = False, structural: bool
     constraints = [this_before_that_pass_constraint(by_name[a], p) for p in passes for a in p.after]
     pm = PassManager(passes, constraints)
     pm.validate_constraints()
+    pending: set = set()     # passes whose completion is still to run (``completed_by``)
+    since: list = []         # passes run since the last shape check
     for p in pm.passes:
         res = p(out)
         out = res.graph_module
         log.debug("pass %s: modified=%s", p.name, res.modified)
-        if check:
+        pending = (pending | set(p.completed_by)) - {p.name}
+        since.append(p.name)
+        if check and not pending:
             try:
                 check_shapes(out)
             except Exception as exc:  # noqa: BLE001 - name the pass that broke the graph
-                raise AssertionError(f"internal: graph inconsistent after pass {p.name}: {exc}") from exc
+                raise AssertionError(f"internal: graph inconsistent after pass {' + '.join(since)}: {exc}") from exc
+            since = []
     return out, dict(ctx.stats)
