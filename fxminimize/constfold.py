@@ -93,7 +93,8 @@ def fold_parameter_subgraphs(gm: fx.GraphModule) -> int:
         node.replace_all_uses_with(new)
     graph.eliminate_dead_code()
     for n in reversed([same[m] for m in env if m.op == "call_function"]):
-        if not n.users and n.graph is graph:  # in-place detach_ on a fresh copy: DCE keeps it
+        # in-place detach_ on a fresh copy: DCE keeps it (a node DCE already erased is skipped)
+        if not n.users and n.graph is graph and not getattr(n, "_erased", False):
             graph.erase_node(n)
     graph.eliminate_dead_code()
     used = {str(n.target) for n in graph.nodes if n.op == "get_attr"}

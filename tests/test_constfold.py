@@ -84,3 +84,30 @@ def test_scalar_created_in_forward_is_inlined_not_stored():
     r = minimize_and_check(m, (torch.randn(2, 4),))
     assert r.report.params_after == 6 * 4 + 6 + 2 * 6 + 2   # the weights alone: no stored scale
     assert not [n for n in r.module.graph.nodes if n.op == "get_attr" and "lifted" in str(n.target)]
+
+
+def test_folding_a_multi_op_weight_subgraph_warns_nothing():
+    """Folding mean/std standardization (five ops): the sweep that erases in-place leftovers
+    skipped none of the nodes dead-code elimination had already erased, and torch.fx warned
+    "erase_node(...) on an already erased node" once per op."""
+    import warnings
+
+    class Std(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.lin = nn.Conv2d(3, 8, 3), nn.Linear(8, 4)
+
+        def forward(self, x):
+            w = self.c.weight
+            w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+            return self.lin(F.conv2d(x, w, self.c.bias).relu().mean((2, 3)))
+
+    m = Std().eval()
+    with torch.no_grad():
+        m.c.weight[:3] = 0
+        m.c.bias[:3] = 0
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        r = minimize_and_check(m, (torch.randn(2, 3, 8, 8),))
+    assert not [w for w in rec if "already erased" in str(w.message)]
+    assert shapes(r.module)["c.weight"] == (5, 3, 3, 3)
