@@ -216,7 +216,9 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     if keep_modules:
         from .module_mode import minimize_modules
         t_m = time.perf_counter()
-        module, mplan, mnotes, mstats, _ = minimize_modules(work, cap, example_inputs, after, verify_result)
+        module, mplan, mnotes, mstats, mres = minimize_modules(work, cap, example_inputs, after, verify_result)
+        if mres is not None:  # the module-mode result's own self-check
+            mstats["max_abs_error"], mstats["verified_checks"] = mres.max_abs_error, mres.checks
         report.notes.extend(mnotes)
         report.module_mode = mstats
         report.params_after = mstats["module_elements"]

@@ -47,17 +47,28 @@ Checkpoints (``checkpoint_dir``): ``cycle_NNN.pt2`` (a ``torch.export`` program:
 weights, read back without unpickling arbitrary code) and ``history.json`` (config and one
 record per cycle, including the squeeze's self-check: ``max_abs_error`` and ``verified_checks``
 of :func:`fxminimize.minimize`'s report). ``run()`` resumes from the last completed cycle found there.
+
+``keep_modules=True`` (module mode; graph mode is the default): each squeeze is
+``minimize(..., keep_modules=True)`` and the cycle carries ``result.module``, a resized copy of
+the user's class, forward; the record's self-check is the module-mode result's own
+(``report.module_mode``); ``compose_gathers`` is skipped (module mode inserts no gathers);
+checkpoints are ``cycle_NNN/`` directories of :func:`fxminimize.checkpoint.save_pretrained`
+(safetensors + JSON), read back by :func:`fxminimize.checkpoint.load_pretrained` into a deep copy
+of ``model`` (whose architecture the cycle never changes). See docs/module_mode.md.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
 
 from ..api import minimize
@@ -121,7 +132,10 @@ def _shapes(module: nn.Module) -> Dict[str, List[int]]:
     return {n: list(p.shape) for n, p in prunable_parameters(module).items()}
 
 
-def _channels_removed(result) -> int:
+def _channels_removed(result, keep_modules: bool = False) -> int:
+    if keep_modules:  # the module-mode plan (wider than the graph-mode one the report lists)
+        plan = result.plan
+        return int(sum(plan.size[n] - len(plan.keep[n]) for n in plan.keep))
     return int(sum(size - kept for size, kept in result.report.removed.values())) if result.report.removed else 0
 
 
@@ -141,6 +155,8 @@ class SqueezeRelease:
     ``carry_checkpoint``: start each cycle from the checkpoint just written (read back with
     :func:`load_checkpoint`, a graph of aten ops) instead of the in-memory minimized module; the
     same weights and function, as a resumed run would see them.
+    ``keep_modules``: squeeze in module mode, keeping the user's class from cycle to cycle
+    (module docstring); checkpoints are then safetensors + JSON directories.
     """
 
     def __init__(self, model: nn.Module, example_inputs: tuple, train_fn: Callable, eval_fn: Callable[[nn.Module], float],
@@ -154,7 +170,7 @@ class SqueezeRelease:
                  seed: int = 0, ddp_kwargs: Optional[dict] = None, measure_pruned: bool = True,
                  shrink_before_finetune: bool = False,
                  prunable: Callable[[nn.Module], Dict[str, nn.Parameter]] = prunable_parameters,
-                 carry_checkpoint: bool = False):
+                 carry_checkpoint: bool = False, keep_modules: bool = False):
         self.model = model
         self.example_inputs = example_inputs
         self.train_fn, self.eval_fn, self.optimizer_fn = train_fn, eval_fn, optimizer_fn
@@ -169,6 +185,7 @@ class SqueezeRelease:
         self.shrink_before_finetune = shrink_before_finetune
         self.prunable = prunable
         self.carry_checkpoint = carry_checkpoint
+        self.keep_modules = keep_modules
 
     # -- pieces -----------------------------------------------------------------
     def fraction(self, cycle: int) -> float:
@@ -215,7 +232,8 @@ class SqueezeRelease:
                            else repr(self.schedule),
                            "criterion": getattr(self.criterion, "__name__", type(self.criterion).__name__),
                            "finetune_epochs": self.finetune_epochs, "train_epochs": self.train_epochs,
-                           "release_scale": self.release_scale, "do_release": self.do_release, "seed": self.seed},
+                           "release_scale": self.release_scale, "do_release": self.do_release, "seed": self.seed,
+                           "keep_modules": self.keep_modules},
                 "history": [asdict(r) for r in history]}
         tmp = self._history_path() + ".tmp"
         with open(tmp, "w") as f:
@@ -225,12 +243,36 @@ class SqueezeRelease:
     def _checkpoint(self, module: nn.Module, cycle: int) -> Optional[str]:
         if not self.checkpoint_dir:
             return None
-        path = os.path.join(self.checkpoint_dir, f"cycle_{cycle:03d}.pt2")
-        if _rank() == 0:
-            save_checkpoint(module, self.example_inputs, path)
+        if self.keep_modules:  # the user's class: safetensors + JSON (a .pt2 reads back as a graph)
+            path = os.path.join(self.checkpoint_dir, f"cycle_{cycle:03d}")
+            if _rank() == 0:
+                from ..checkpoint import save_pretrained
+                from .loops import _unwrap
+
+                tmp = path + ".partial"
+                shutil.rmtree(tmp, ignore_errors=True)
+                save_pretrained(_unwrap(module), tmp)
+                shutil.rmtree(path, ignore_errors=True)
+                os.replace(tmp, path)
+        else:
+            path = os.path.join(self.checkpoint_dir, f"cycle_{cycle:03d}.pt2")
+            if _rank() == 0:
+                save_checkpoint(module, self.example_inputs, path)
         if _dist():
             torch.distributed.barrier()
         return path
+
+    def _load(self, path: str) -> nn.Module:
+        """Read a checkpoint back: a ``.pt2`` as a GraphModule, a module-mode directory into a
+        deep copy of ``self.model`` (the original architecture)."""
+        if path.endswith(".pt2"):
+            return load_checkpoint(path)
+        from ..checkpoint import load_pretrained
+
+        module = load_pretrained(path, lambda: copy.deepcopy(self.model))
+        for p in module.parameters():
+            p.requires_grad_(True)
+        return module
 
     def _resume(self):
         hp = self._history_path()
@@ -241,7 +283,7 @@ class SqueezeRelease:
         history = [CycleRecord(**r) for r in data["history"]]
         if not history or not history[-1].checkpoint or not os.path.exists(history[-1].checkpoint):
             return None
-        module = load_checkpoint(history[-1].checkpoint)
+        module = self._load(history[-1].checkpoint)
         log.info("resuming after cycle %d from %s", history[-1].cycle, history[-1].checkpoint)
         return module, history, data["params_unpruned"], data.get("stop_reason")
 
@@ -282,9 +324,16 @@ class SqueezeRelease:
         if not self.shrink_before_finetune:
             self._train(module, finetune_epochs, {"cycle": cycle, "phase": "finetune"}, masks)
         module.eval()
-        res = minimize(module, self.example_inputs)
+        res = minimize(module, self.example_inputs, keep_modules=self.keep_modules)
         small = res.module
-        if compose_gathers(small):
+        mm = res.report.module_mode if self.keep_modules else None
+        if mm is not None and deployable_size(small) >= params_in and mm["graph_elements"] < params_in:
+            log.warning("module mode did not shrink cycle %d (graph mode would store %d of %d elements): %s", cycle,
+                        mm["graph_elements"], params_in, "; ".join(res.report.notes) or "no note")
+        if not isinstance(small, fx.GraphModule):
+            # module mode resizes the user's modules and inserts no input gathers: nothing to compose
+            log.debug("compose_gathers skipped: %s is not a GraphModule", type(small).__name__)
+        elif compose_gathers(small):
             # exact by construction; checked anyway on the example inputs
             with torch.no_grad():
                 ref, got = module(*self.example_inputs), small(*self.example_inputs)
@@ -316,12 +365,16 @@ class SqueezeRelease:
             self._train(small, train_epochs, {"cycle": cycle, "phase": "train"}, held)
         acc = self._eval(small)
         epochs = finetune_epochs + train_epochs
+        # the self-check of the module carried forward (module mode: its own verification)
+        check = mm if mm is not None and "max_abs_error" in mm else {
+            "max_abs_error": res.report.max_abs_error, "verified_checks": res.report.verified_checks}
         rec = CycleRecord(cycle=cycle, params=params_out, ratio=params_unpruned / params_out,
-                          channels_removed=_channels_removed(res) if params_out < params_in else 0, prune_fraction=frac,
+                          channels_removed=_channels_removed(res, self.keep_modules) if params_out < params_in else 0,
+                          prune_fraction=frac,
                           accuracy=acc, accuracy_pruned=acc_pruned, release_drift=drift, released=released,
                           epochs=epochs, epochs_total=epochs_before + epochs, time_s=time.perf_counter() - t0,
-                          shapes=_shapes(small), max_abs_error=float(res.report.max_abs_error),
-                          verified_checks=int(res.report.verified_checks))
+                          shapes=_shapes(small), max_abs_error=float(check["max_abs_error"]),
+                          verified_checks=int(check["verified_checks"]))
         return small, rec
 
     # -- the run ------------------------------------------------------------------
@@ -349,7 +402,7 @@ class SqueezeRelease:
             module, rec = self.cycle(module, k, params_unpruned, history[-1].epochs_total)
             rec.checkpoint = self._checkpoint(module, k)
             if self.carry_checkpoint and rec.checkpoint:
-                module = load_checkpoint(rec.checkpoint)
+                module = self._load(rec.checkpoint)
             history.append(rec)
             log.info("squeeze-release %s", rec.line())
             stop = self._stop(rec, params_unpruned)
