@@ -1,15 +1,20 @@
-"""Squeeze-Release checkpoints: a ``torch.export`` program (``.pt2``) per cycle, read back as a
-trainable module without unpickling arbitrary code."""
+"""Squeeze-Release checkpoints, one per cycle, read back without unpickling arbitrary code:
+in graph mode a ``torch.export`` program (``.pt2``) read back as a trainable GraphModule; in
+module mode (``keep_modules=True``) a folder of safetensors weights plus a JSON description of
+the resized modules (:mod:`fxminimize.checkpoint`), read back into a copy of the user's model."""
 from __future__ import annotations
 
+import copy
 import os
+import shutil
 
 import torch
 import torch.nn as nn
 
 from .loops import _unwrap
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "cycle_checkpoint_path", "save_cycle_checkpoint",
+           "load_cycle_checkpoint"]
 
 
 def save_checkpoint(module: nn.Module, example_inputs: tuple, path: str) -> None:
@@ -49,3 +54,36 @@ def load_checkpoint(path: str) -> nn.Module:
     for p in m.parameters():
         p.requires_grad_(True)
     return m
+
+
+def cycle_checkpoint_path(directory: str, cycle: int, keep_modules: bool) -> str:
+    """``cycle_NNN.pt2`` (graph mode) or the folder ``cycle_NNN`` (module mode)."""
+    return os.path.join(directory, f"cycle_{cycle:03d}" + ("" if keep_modules else ".pt2"))
+
+
+def save_cycle_checkpoint(module: nn.Module, example_inputs: tuple, path: str) -> None:
+    """Write one cycle's model to ``path`` (see :func:`cycle_checkpoint_path`); a folder is
+    written beside it first and then moved into place, so a crash leaves the old one whole."""
+    if path.endswith(".pt2"):
+        save_checkpoint(module, example_inputs, path)
+        return
+    from ..checkpoint import save_pretrained
+
+    tmp = path + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(_unwrap(module), tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def load_cycle_checkpoint(path: str, model: nn.Module) -> nn.Module:
+    """Read a cycle checkpoint back: a ``.pt2`` as a GraphModule, a module-mode folder into a
+    deep copy of ``model`` (the original architecture, resized to the checkpoint)."""
+    if path.endswith(".pt2"):
+        return load_checkpoint(path)
+    from ..checkpoint import load_pretrained
+
+    module = load_pretrained(path, lambda: copy.deepcopy(model))
+    for p in module.parameters():
+        p.requires_grad_(True)
+    return module

@@ -58,11 +58,9 @@ of ``model`` (whose architecture the cycle never changes). See docs/module_mode.
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
@@ -73,11 +71,11 @@ import torch.nn as nn
 
 from ..api import minimize
 from ..passes.gathers import compose_gathers
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import cycle_checkpoint_path, load_cycle_checkpoint, save_cycle_checkpoint
 from .criteria import (Criterion, apply_masks, global_prune_masks, hold_masks, magnitude_scores,
                        prunable_parameters, release)
 from .loops import _broadcast, _dist, _rank
-from .measure import deployable_size
+from .measure import channels_removed, deployable_size, prunable_shapes
 from .schedules import ShrinkTarget, per_cycle
 
 log = logging.getLogger(__name__)
@@ -126,17 +124,6 @@ class SqueezeReleaseResult:
         """The smallest cycle whose accuracy is at least ``accuracy_floor``."""
         ok = [r for r in self.history if r.accuracy >= accuracy_floor]
         return min(ok, key=lambda r: (r.params, -r.accuracy)) if ok else None
-
-
-def _shapes(module: nn.Module) -> Dict[str, List[int]]:
-    return {n: list(p.shape) for n, p in prunable_parameters(module).items()}
-
-
-def _channels_removed(result, keep_modules: bool = False) -> int:
-    if keep_modules:  # the module-mode plan (wider than the graph-mode one the report lists)
-        plan = result.plan
-        return int(sum(plan.size[n] - len(plan.keep[n]) for n in plan.keep))
-    return int(sum(size - kept for size, kept in result.report.removed.values())) if result.report.removed else 0
 
 
 class SqueezeRelease:
@@ -243,36 +230,15 @@ class SqueezeRelease:
     def _checkpoint(self, module: nn.Module, cycle: int) -> Optional[str]:
         if not self.checkpoint_dir:
             return None
-        if self.keep_modules:  # the user's class: safetensors + JSON (a .pt2 reads back as a graph)
-            path = os.path.join(self.checkpoint_dir, f"cycle_{cycle:03d}")
-            if _rank() == 0:
-                from ..checkpoint import save_pretrained
-                from .loops import _unwrap
-
-                tmp = path + ".partial"
-                shutil.rmtree(tmp, ignore_errors=True)
-                save_pretrained(_unwrap(module), tmp)
-                shutil.rmtree(path, ignore_errors=True)
-                os.replace(tmp, path)
-        else:
-            path = os.path.join(self.checkpoint_dir, f"cycle_{cycle:03d}.pt2")
-            if _rank() == 0:
-                save_checkpoint(module, self.example_inputs, path)
+        path = cycle_checkpoint_path(self.checkpoint_dir, cycle, self.keep_modules)
+        if _rank() == 0:
+            save_cycle_checkpoint(module, self.example_inputs, path)
         if _dist():
             torch.distributed.barrier()
         return path
 
     def _load(self, path: str) -> nn.Module:
-        """Read a checkpoint back: a ``.pt2`` as a GraphModule, a module-mode directory into a
-        deep copy of ``self.model`` (the original architecture)."""
-        if path.endswith(".pt2"):
-            return load_checkpoint(path)
-        from ..checkpoint import load_pretrained
-
-        module = load_pretrained(path, lambda: copy.deepcopy(self.model))
-        for p in module.parameters():
-            p.requires_grad_(True)
-        return module
+        return load_cycle_checkpoint(path, self.model)
 
     def _resume(self):
         hp = self._history_path()
@@ -369,11 +335,11 @@ class SqueezeRelease:
         check = mm if mm is not None and "max_abs_error" in mm else {
             "max_abs_error": res.report.max_abs_error, "verified_checks": res.report.verified_checks}
         rec = CycleRecord(cycle=cycle, params=params_out, ratio=params_unpruned / params_out,
-                          channels_removed=_channels_removed(res, self.keep_modules) if params_out < params_in else 0,
+                          channels_removed=channels_removed(res, self.keep_modules) if params_out < params_in else 0,
                           prune_fraction=frac,
                           accuracy=acc, accuracy_pruned=acc_pruned, release_drift=drift, released=released,
                           epochs=epochs, epochs_total=epochs_before + epochs, time_s=time.perf_counter() - t0,
-                          shapes=_shapes(small), max_abs_error=float(check["max_abs_error"]),
+                          shapes=prunable_shapes(small), max_abs_error=float(check["max_abs_error"]),
                           verified_checks=int(check["verified_checks"]))
         return small, rec
 
@@ -391,7 +357,7 @@ class SqueezeRelease:
             params_unpruned = deployable_size(module)
             t0 = time.perf_counter()
             rec0 = CycleRecord(cycle=0, params=params_unpruned, ratio=1.0, channels_removed=0, prune_fraction=0.0,
-                               accuracy=self._eval(module), time_s=time.perf_counter() - t0, shapes=_shapes(module))
+                               accuracy=self._eval(module), time_s=time.perf_counter() - t0, shapes=prunable_shapes(module))
             rec0.checkpoint = self._checkpoint(module, 0)
             history = [rec0]
             log.info("squeeze-release %s", rec0.line())

@@ -1,11 +1,12 @@
 """Sizes and distances Squeeze-Release records: :func:`deployable_size` (stored elements),
-:func:`onnx_bytes` (bytes of the ONNX export) and :func:`function_drift`."""
+:func:`onnx_bytes` (bytes of the ONNX export), :func:`function_drift`, and what a cycle
+record lists (:func:`prunable_shapes`, :func:`channels_removed`)."""
 from __future__ import annotations
 
 import logging
 import os
 import tempfile
-from typing import Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -14,7 +15,7 @@ from ..masks import count_stored
 
 log = logging.getLogger(__name__)
 
-__all__ = ["deployable_size", "onnx_bytes", "function_drift"]
+__all__ = ["deployable_size", "onnx_bytes", "function_drift", "prunable_shapes", "channels_removed"]
 
 
 def deployable_size(module: nn.Module) -> int:
@@ -58,3 +59,18 @@ def function_drift(reference: nn.Module, candidate: nn.Module, inputs: tuple) ->
     with torch.no_grad():
         a, b = reference(*inputs), candidate(*inputs)
     return float((b - a).norm() / a.norm().clamp_min(1e-12))
+
+
+def prunable_shapes(module: nn.Module) -> Dict[str, List[int]]:
+    """The shape of every prunable parameter (a cycle record's ``shapes``)."""
+    from .criteria import prunable_parameters
+    return {n: list(p.shape) for n, p in prunable_parameters(module).items()}
+
+
+def channels_removed(result, keep_modules: bool = False) -> int:
+    """Channels a minimize result removed: from its plan in module mode (wider than the
+    graph-mode list in ``report.removed``), else from the report."""
+    if keep_modules:
+        plan = result.plan
+        return int(sum(plan.size[n] - len(plan.keep[n]) for n in plan.keep))
+    return int(sum(size - kept for size, kept in result.report.removed.values())) if result.report.removed else 0
