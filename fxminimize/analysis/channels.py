@@ -171,11 +171,7 @@ class ChannelAnalysis:
                 self.rule(n).value(self.cx, n)
         self._units()
         self._require()
-        plan = self._plan()
-        object.__setattr__(plan, "timings", MappingProxyType({"analysis": time.perf_counter() - t0}))
-        object.__setattr__(plan, "rule_calls", self.rule_calls)
-        object.__setattr__(plan, "fixpoint_rounds", self.rounds)
-        return plan
+        return self._stamped_plan(t0)
 
     def widen(self, extra: Mapping[str, np.ndarray]) -> Plan:
         """After :meth:`run`: the plan again with the channels in ``extra`` (node name → bool
@@ -188,6 +184,10 @@ class ChannelAnalysis:
         for name, mask in extra.items():
             self.need(by_name[name], mask, by_name[name])
         self._require()
+        return self._stamped_plan(t0)
+
+    def _stamped_plan(self, t0: float) -> Plan:
+        """The plan, with the analysis time since ``t0``, the rule calls and fixpoint rounds."""
         plan = self._plan()
         object.__setattr__(plan, "timings", MappingProxyType({"analysis": time.perf_counter() - t0}))
         object.__setattr__(plan, "rule_calls", self.rule_calls)
