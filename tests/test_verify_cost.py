@@ -120,3 +120,23 @@ def test_a_wrong_rewrite_is_still_refused_when_the_example_cannot_show_it(monkey
     with pytest.raises(MinimizationError, match="does not match the original.*on random inputs"):
         fxminimize.minimize(m, (torch.zeros(2, 8),))
     assert_unchanged(m, before)
+
+
+
+def test_an_original_that_rejects_both_other_sizes_skips_the_check_once():
+    """Half the size and one less both raise in the original: the check is skipped with the
+    reason (before the fix, the retry retried itself until RecursionError, which broke
+    tools/reproduce_fc.py)."""
+    from fxminimize.verify import verify
+    calls = []
+
+    def only_sixteen(x):
+        calls.append(tuple(x.shape))
+        if x.shape[-1] != 16:
+            raise ValueError("only 16 columns")
+        return x * 2
+
+    res = verify(only_sixteen, only_sixteen, (torch.randn(2, 16),), True, symbols=[{1: "s1"}], sizes={"s1": 16})
+    assert res.ok, res.message
+    assert calls.count((2, 8)) == 1 and calls.count((2, 15)) == 1, calls
+    assert len(res.skipped) == 1 and "only 16 columns" in str(res.skipped[0])
