@@ -32,7 +32,7 @@ import torch
 from fxminimize.ir import shape, static_int
 from ..registry import register
 from ..rule import Rule
-from .matmul import _WeightForm
+from .matmul import WeightFormDispatch, _WeightForm
 
 aten = torch.ops.aten
 
@@ -102,29 +102,23 @@ class _Letters:
 
 
 @register(aten.einsum.default)
-class EinsumRule(Rule):
+class EinsumRule(WeightFormDispatch):
     kind = "einsum"
+    weight = WEIGHT
+
+    def is_weight_form(self, cx, n) -> bool:
+        return _is_weight_form(cx, n)
 
     def rel(self, cx, n) -> _Letters:
         return cx.memo(("einsum", n), lambda: _Letters(cx, n))
 
-    def axis(self, cx, n):
-        if _is_weight_form(cx, n):
-            return WEIGHT.axis(cx, n)
+    def activation_axis(self, cx, n):
         r = self.rel(cx, n)
         if r.reason:
             cx.hint(n, r.reason)
         return r.out_axis
 
-    def declare(self, cx, n, inp):
-        return WEIGHT.declare(cx, n, inp) if _is_weight_form(cx, n) else None
-
-    def weight_axes(self, cx, n):
-        return WEIGHT.weight_axes(cx, n) if _is_weight_form(cx, n) else []
-
-    def couple(self, cx, n):
-        if _is_weight_form(cx, n):
-            return WEIGHT.couple(cx, n)
+    def activation_couple(self, cx, n):
         r = self.rel(cx, n)
         for x in r.carried:
             cx.couple_identity(x, n, "einsum")
@@ -136,15 +130,11 @@ class EinsumRule(Rule):
     def _zero(cx, xs):
         return np.logical_or.reduce([m & (v == 0) for m, v in (cx.const_of(x) for x in xs)])
 
-    def value(self, cx, n):
-        if _is_weight_form(cx, n):
-            return WEIGHT.value(cx, n)
+    def activation_value(self, cx, n):
         zero = self._zero(cx, self.rel(cx, n).carried)
         cx.set_value(n, zero, np.zeros(len(zero)))
 
-    def require(self, cx, n, kept):
-        if _is_weight_form(cx, n):
-            return WEIGHT.require(cx, n, kept)
+    def activation_require(self, cx, n, kept):
         r = self.rel(cx, n)
         if r.reason:
             return Rule.require(self, cx, n, kept)

@@ -138,11 +138,46 @@ class _Relations:
         return None
 
 
+class WeightFormDispatch(Rule):
+    """A contraction whose second operand may be a constant weight: in that form (``is_weight_form``)
+    every analysis question goes to the Linear view ``weight``; otherwise to the ``activation_*``
+    methods of the subclass (matmul and einsum share this dispatch)."""
+
+    weight: LinearRule
+
+    def is_weight_form(self, cx, n) -> bool:
+        raise NotImplementedError
+
+    def axis(self, cx, n):
+        return self.weight.axis(cx, n) if self.is_weight_form(cx, n) else self.activation_axis(cx, n)
+
+    def declare(self, cx, n, inp):
+        return self.weight.declare(cx, n, inp) if self.is_weight_form(cx, n) else None
+
+    def weight_axes(self, cx, n):
+        return self.weight.weight_axes(cx, n) if self.is_weight_form(cx, n) else []
+
+    def couple(self, cx, n):
+        return self.weight.couple(cx, n) if self.is_weight_form(cx, n) else self.activation_couple(cx, n)
+
+    def value(self, cx, n):
+        return self.weight.value(cx, n) if self.is_weight_form(cx, n) else self.activation_value(cx, n)
+
+    def require(self, cx, n, kept):
+        if self.is_weight_form(cx, n):
+            return self.weight.require(cx, n, kept)
+        return self.activation_require(cx, n, kept)
+
+
 @register(aten.matmul.default, aten.bmm.default, aten.mm.default)
-class MatmulRule(Rule):
+class MatmulRule(WeightFormDispatch):
     """matmul/bmm/mm: the weight form (delegated to :data:`WEIGHT`) or the activation form."""
 
     kind = "matmul"
+    weight = WEIGHT
+
+    def is_weight_form(self, cx, n) -> bool:
+        return _is_weight_form(cx, n)
 
     def rel(self, cx, n) -> _Relations:
         return cx.memo(("matmul", n), lambda: _Relations(cx, n))
@@ -153,27 +188,15 @@ class MatmulRule(Rule):
             return False
         return True
 
-    def axis(self, cx, n):
-        if _is_weight_form(cx, n):
-            return WEIGHT.axis(cx, n)
+    def activation_axis(self, cx, n):
         return self.rel(cx, n).out if self.form_ok(cx, n) else None
 
-    def declare(self, cx, n, inp):
-        return WEIGHT.declare(cx, n, inp) if _is_weight_form(cx, n) else None
-
-    def weight_axes(self, cx, n):
-        return WEIGHT.weight_axes(cx, n) if _is_weight_form(cx, n) else []
-
-    def couple(self, cx, n):
-        if _is_weight_form(cx, n):
-            return WEIGHT.couple(cx, n)
+    def activation_couple(self, cx, n):
         r = self.rel(cx, n)
         for x in r.identity:
             cx.couple_identity(x, n, "matmul")
 
-    def value(self, cx, n):
-        if _is_weight_form(cx, n):
-            return WEIGHT.value(cx, n)
+    def activation_value(self, cx, n):
         r = self.rel(cx, n)
         ms = [cx.const_of(x) for x in r.identity]
         zero = np.logical_or.reduce([m & (v == 0) for m, v in ms])
@@ -184,9 +207,7 @@ class MatmulRule(Rule):
             val = np.where(both, ms[0][1] * ms[1][1] * r.k, 0.0)
         cx.set_value(n, mask, val)
 
-    def require(self, cx, n, kept):
-        if _is_weight_form(cx, n):
-            return WEIGHT.require(cx, n, kept)
+    def activation_require(self, cx, n, kept):
         if not self.form_ok(cx, n):
             return Rule.require(self, cx, n, kept)
         r = self.rel(cx, n)
