@@ -111,3 +111,42 @@ def test_folding_a_multi_op_weight_subgraph_warns_nothing():
         r = minimize_and_check(m, (torch.randn(2, 3, 8, 8),))
     assert not [w for w in rec if "already erased" in str(w.message)]
     assert shapes(r.module)["c.weight"] == (5, 3, 3, 3)
+
+
+class RelPosBias(nn.Module):
+    """Swin: a small relative-position table (49 × heads) indexed into a heads × N × N bias that
+    is added to the attention scores. Folding the lookup would store 2·16·16 = 512 elements in
+    place of the 49·2 + 256 = 354 of the table and its index."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(49, 2))
+        self.register_buffer("index", torch.randint(0, 49, (256,)))
+        self.q, self.k = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.fc1, self.fc2 = nn.Linear(8, 64), nn.Linear(64, 8)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):                                    # x: (B, 16, 8)
+        B = x.shape[0]
+        x = x + self.fc2(torch.relu(self.fc1(x)))
+        q = self.q(x).view(B, 16, 2, 4).transpose(1, 2)
+        k = self.k(x).view(B, 16, 2, 4).transpose(1, 2)
+        bias = self.table[self.index].view(16, 16, 2).permute(2, 0, 1).unsqueeze(0)
+        s = (q @ k.transpose(-1, -2) + bias).softmax(-1)     # (B, 2, 16, 16)
+        return self.out(s.mean(1))
+
+
+def test_an_expanding_table_lookup_is_not_folded():
+    """The table lookup stays in forward (its result would store more than its sources) while
+    the MLP's 32 dead hidden units go (before the fix the lookup was folded into a 512-element
+    constant, 158 more than the table and index, hidden by what the MLP saved)."""
+    m = RelPosBias().eval()
+    with torch.no_grad():
+        m.fc1.weight[:32] = 0
+        m.fc1.bias[:32] = 0
+    r = minimize_and_check(m, (torch.randn(2, 16, 8),))
+    s = shapes(r.module)
+    assert s["fc1.weight"] == (32, 8) and s["fc2.weight"] == (8, 32), s
+    assert s["table"] == (49, 2) and s["index"] == (256,), s
+    assert not [k for k in s if k.startswith("fxm_folded")], s
+    assert r.report.params_after <= r.report.params_before
