@@ -24,16 +24,19 @@ three nodes: Pad, LayerNormalization, Slice. The only rounding beyond LayerNorm'
 in float32 (relative 2⁻²⁴). ``count == K`` (nothing removed) emits the plain ``LayerNormalization``.
 
 Why not fewer channels (the native model normalises K, this form C): no ``LayerNormalization``
-over W < C channels, whatever W − K values are appended, gives these outputs without per-row
-ops after it. Its normalised outputs are affine in x with slope 1/√(σ_W² + ε'), so matching
-needs σ_W² + ε' = σ² + ε for every row; but σ_W² weighs each kept channel's square by 1/W > 1/C,
-and appended constants (or any m < K values) add only non-negative squares of rank m: the
-difference (1/W − 1/C)·Σ_K x² cannot be cancelled. The alternative that stays O(K) — the
+over W < C channels, the K kept ones plus m = W − K appended values p (constants, or values
+computed per row), gives these outputs without per-row ops after it, even allowing a constant
+factor λ folded into γ. Matching the offset of every kept output needs the norm's mean μ_W = μ,
+so Σp = s1 − (C − W)·μ (with Σ_K x = Cμ − s1); matching the slope needs
+σ_W² + ε' = λ²(σ² + ε), and the Σ_K x² terms force λ² = C/W; what is left is
+Σp² = s2 − (C − W)·μ² + Cε − Wε', negative once the row mean |μ| is large, while Σp² ≥ 0.
+The alternative that stays O(K) — the
 norm over K with its Mean/InvStdDev outputs and a per-row correction
 (y = (z + t⊗γ'')/√u + β, 8 per-row ops and 4 full-width ones per norm) — was built and measured
 (docs/deployment.md): slower than this form in onnxruntime on ConvNeXt-Tiny at 75 % (1.27× against
-1.18× the native model, same run) and on the GPT-2 LM at 50 %, because onnxruntime runs each of
-those small ops as its own kernel. So this form is emitted for every channels-last norm.
+1.18× the native model, same run) and on the GPT-2 LM at 50 %, as were the elementary ops
+(ConvNeXt: 1.39× for every norm, 1.27× for the norms with K ≥ 48, against 1.19× in another run),
+because onnxruntime runs each of those small ops as its own kernel. So this form is emitted for every channels-last norm.
 
 Any other ``dim`` (channels-first, :class:`~fxminimize.compensated.CompensatedLayerNorm` with
 ``dim=1``) is emitted in elementary ops along that axis, the same formula as the torch operator.
