@@ -1,5 +1,5 @@
 """ONNX emission of the compensated LayerNorm (fxminimize/onnx_compensated.py): Pad, the standard
-fused LayerNormalization, Slice; exact against the full LayerNorm over all C channels with the
+fused LayerNormalization (the removed values' spread in its epsilon), Slice; exact against the full LayerNorm over all C channels with the
 removed ones CONST, in onnxruntime.
 
 Stated tolerance: float32, |ŷ − y| ≤ 1e-5 + 1e-4·|y| (fxminimize.verify's float32 values)."""
@@ -19,24 +19,29 @@ import torch.nn.functional as F
 
 import fxminimize
 from fxminimize.compensated import COMPENSATED_LAYER_NORM, compensated_layer_norm
-from fxminimize.onnx_compensated import pseudo_channels, translation_table
+from fxminimize.onnx_compensated import pad_value_and_epsilon, translation_table
 
 ort = pytest.importorskip("onnxruntime")
 TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("R", [1, 2, 3, 7, 64])
-def test_pseudo_channels_have_the_removed_sums(R):
+def test_padded_row_has_the_full_rows_statistics(R):
+    """R copies of v̄ plus ε' = ε + m2/C: the padded row's mean equals the full row's and its
+    variance + ε' equals the full row's variance + ε (float64, the identity behind the emission)."""
     g = torch.Generator().manual_seed(R)
-    v = (torch.randn(R, generator=g, dtype=torch.float64) * 2 + 0.7).numpy()
-    s1, s2 = float(v.sum()), float((v * v).sum())
-    a, c1, b, c2 = pseudo_channels(R, s1, s2)
-    assert a + b == R and b >= 1
-    assert abs(a * c1 + b * c2 - s1) <= 1e-12 * max(1.0, abs(s1)) * R
-    assert abs(a * c1 * c1 + b * c2 * c2 - s2) <= 1e-12 * max(1.0, s2) * R
-    # equal removed values (ZERO channels): one value suffices
-    assert pseudo_channels(R, 0.0, 0.0) == (0, 0.0, R, 0.0)
-    assert pseudo_channels(R, 1.5 * R, 2.25 * R)[0] == 0
+    K = 5
+    v = torch.randn(R, generator=g, dtype=torch.float64) * 2 + 0.7
+    x = torch.randn(K, generator=g, dtype=torch.float64)
+    C = K + R
+    vbar, eps_c = pad_value_and_epsilon(C, K, float(v.sum()), float((v * v).sum()), 1e-5)
+    full, padded = torch.cat([x, v]), torch.cat([x, torch.full((R,), vbar, dtype=torch.float64)])
+    assert abs(padded.mean() - full.mean()) <= 1e-12
+    assert abs(padded.var(unbiased=False) + eps_c - full.var(unbiased=False) - 1e-5) <= 1e-12
+    # equal removed values (ZERO channels): nothing goes into epsilon
+    assert pad_value_and_epsilon(C, K, 0.0, 0.0, 1e-5) == (0.0, 1e-5)
+    with pytest.raises(ValueError):
+        pad_value_and_epsilon(K, K, 0.0, 0.0, 1e-5)
 
 
 class OneNorm(nn.Module):
@@ -101,9 +106,9 @@ def test_onnx_equals_full_layer_norm(case, kept_frac, tmp_path):
         torch.testing.assert_close(run(full[..., keep].contiguous()), want, **TOL)
     # what was removed: the ~15 elementary ops of the decomposition; one fused norm is left
     assert counts["LayerNormalization"] == 1
-    assert counts["Slice"] == 1 and 1 <= counts["Pad"] <= 2
+    assert counts["Slice"] == 1 and counts["Pad"] == 1
     assert not {"ReduceSum", "ReduceMean", "Sqrt", "Reciprocal", "Div", "Pow"} & set(counts), counts
-    assert sum(counts.values()) <= 4, counts
+    assert sum(counts.values()) == 3, counts
 
 
 def test_nothing_removed_is_the_plain_norm(tmp_path):
