@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
+import functools
 import logging
 import re
 import time
@@ -14,7 +16,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.utils import _pytree as pytree
 
-from .analysis import Plan, analyze
+from .analysis import Plan
+from .analysis.channels import ChannelAnalysis
 from .canonicalize import canonicalize
 from .capture import _batch_is_dynamic, batch_dynamic_shapes, capture, input_symbols
 from .errors import MinimizationError
@@ -245,6 +248,27 @@ def compact_storages(gm: nn.Module) -> None:
                 setattr(mod, name, new)
 
 
+def release_heap(analysis=None) -> None:
+    """Free what a finished analysis leaves behind before the rewrite allocates the new weights:
+    its memo (the weights' nonzero patterns, a bool per weight element: 0.25x the fp32 parameter
+    bytes), which a reference cycle (analysis <-> rule context) would keep until Python's next
+    automatic collection; then give freed heap memory back to the OS (glibc's ``malloc_trim``;
+    elsewhere a no-op), since glibc keeps freed blocks of that size in its heap."""
+    if analysis is not None:
+        analysis.memo.clear()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
 def _unrewritten(gm: fx.GraphModule, training: bool) -> fx.GraphModule:
     out = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="MinimizedModule")
     out.train(training)
@@ -264,7 +288,9 @@ def _run(canon, work, example_inputs, dynamic_batch: bool, dynamic_sizes: bool, 
         return (cap, m.plan, m.module, m.pass_stats, m.verified,
                 (t1,) + m.times, m)
     try:
-        plan = analyze(cap.gm)
+        ca = ChannelAnalysis(cap.gm)
+        plan = ca.run()
+        release_heap(ca)
         t2 = time.perf_counter()
         small, stats = rewrite(cap.gm, plan)
         small.train(work.training)  # same mode as the user's model (check_model: eval-safe)

@@ -209,6 +209,7 @@ def dim_spaces(attr: fx.Node, ndim: int, plan) -> list:
         elif ndim == 1:
             rule = plan.rules.get(u.name)
             out = rule.out_node(u) if hasattr(rule, "out_node") else u   # BatchNorm: its item 0
+            x = u.args[0] if u.target in _LAYER_NORMS else x   # the compensated op names it ``x``
             spaces = [x if u.target in _LAYER_NORMS or out is None or not plan.tracked(out.name) else out]
     return spaces
 

@@ -236,6 +236,7 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, verify_result:
     """
     from fxminimize.passes.pipeline import run_pipeline
 
+    from .api import release_heap
     from .capture import input_symbols
     from .size import stored_elements
     from .verify import verify
@@ -252,6 +253,7 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, verify_result:
     try:
         why: dict = {}
         plan = widen_plan(ca, cap.gm, graph_plan, why=why)
+        release_heap(ca)  # its weight patterns (a bool per weight element) go before the rewrite
         del ca
         t_an = time.perf_counter()
         origin: dict = {}
