@@ -204,3 +204,26 @@ def test_widen_keeps_what_the_extra_channels_read():
     extra[2] = True
     wide = ca.widen({fc2: extra})
     assert 2 in wide.keep[fc2] and 7 in wide.keep[fc1]
+
+
+def test_never_larger_falls_back_to_the_unshrunk_copy(monkeypatch):
+    """A resized module that would store more than the input is not returned: module mode's
+    guard gives the unshrunk copy (exact) and says why. The build is made to add a large
+    buffer, as a rewrite that does not pay would."""
+    from fxminimize import module_mode
+    real = module_mode.build
+
+    def bigger(*a, **k):
+        model, index = real(*a, **k)
+        model.register_buffer("padding", torch.zeros(100_000))
+        return model, index
+
+    monkeypatch.setattr(module_mode, "build", bigger)
+    m = _mlp()
+    before = state(m)
+    res = fxminimize.minimize(m, (torch.randn(3, 10),), keep_modules=True)
+    assert_unchanged(m, before)
+    assert not hasattr(res.module, "padding") and type(res.module) is type(m)
+    assert any("it would store" in n and "unshrunk copy" in n for n in res.report.notes), res.report.notes
+    assert res.report.params_after == res.report.params_before and res.report.removed == {}
+    compare(m, res.module, (torch.randn(5, 10),))
