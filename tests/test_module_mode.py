@@ -227,3 +227,44 @@ def test_never_larger_falls_back_to_the_unshrunk_copy(monkeypatch):
     assert any("it would store" in n and "unshrunk copy" in n for n in res.report.notes), res.report.notes
     assert res.report.params_after == res.report.params_before and res.report.removed == {}
     compare(m, res.module, (torch.randn(5, 10),))
+
+
+def test_one_analysis_one_rewrite_no_full_copy_of_resized_tensors(monkeypatch):
+    """Module mode analyses once, rewrites once (no graph-mode rewrite), verifies once, and the
+    copy never deep-copies a tensor the plan resizes (the memo maps it to its sliced one)."""
+    from fxminimize.analysis.channels import ChannelAnalysis
+    from fxminimize.passes import pipeline
+    import fxminimize.verify as verify_mod
+    calls = {"run": 0, "pipeline": [], "verify": 0}
+    real_run, real_pipe, real_verify = ChannelAnalysis.run, pipeline.run_pipeline, verify_mod.verify
+
+    def run(self):
+        calls["run"] += 1
+        return real_run(self)
+
+    def pipe(*a, **k):
+        calls["pipeline"].append(k.get("structural", True))
+        return real_pipe(*a, **k)
+
+    def ver(*a, **k):
+        calls["verify"] += 1
+        return real_verify(*a, **k)
+
+    copied = []
+    real_deepcopy = nn.Parameter.__deepcopy__
+
+    def param_deepcopy(self, memo):
+        copied.append(tuple(self.shape))
+        return real_deepcopy(self, memo)
+
+    monkeypatch.setattr(ChannelAnalysis, "run", run)
+    monkeypatch.setattr(pipeline, "run_pipeline", pipe)
+    monkeypatch.setattr(verify_mod, "verify", ver)
+    monkeypatch.setattr(nn.Parameter, "__deepcopy__", param_deepcopy)
+    m = _mlp()
+    res = fxminimize.minimize(m, (torch.randn(3, 10),), keep_modules=True)
+    assert calls == {"run": 1, "pipeline": [False], "verify": 1}
+    resized = {k for k, v in res.module.state_dict().items() if v.shape != m.state_dict()[k].shape}
+    assert resized >= {"fc1.weight", "fc2.weight", "fc3.weight"}
+    assert (16, 10) not in copied and (16, 16) not in copied and (4, 16) not in copied, copied
+    compare(m, res.module, (torch.randn(5, 10),))
