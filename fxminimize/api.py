@@ -42,7 +42,7 @@ class MinimizeResult:
     example_inputs: tuple
     dynamic_batch: bool
     dynamic_shapes: Any = None  # the spec the model was captured with
-    #: with ``keep_modules=True``: the graph-mode result (``module`` is then the user's class)
+    #: None: module mode (``keep_modules=True``) builds no graph-mode result; run graph mode for it
     graph_module: Optional[fx.GraphModule] = None
 
     def save_pretrained(self, directory: str) -> None:
@@ -132,9 +132,9 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     user's model is never modified.
 
     ``keep_modules``: ``result.module`` is a deep copy of the user's model, of its class, with
-    its modules resized (:mod:`fxminimize.module_mode`), verified the same way; the graph-mode
-    result is kept in ``result.graph_module``, and the report says what graph mode removes
-    beyond module mode.
+    its modules resized (:mod:`fxminimize.module_mode`), verified the same way; no graph-mode
+    result is built (``result.graph_module`` is None); the report describes the module and
+    estimates from the plan what graph mode would remove beyond it.
     """
     if not isinstance(example_inputs, tuple):
         raise MinimizationError("example_inputs must be a tuple of positional arguments, "
