@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import copy
+import ctypes
+import dataclasses
+import functools
 import logging
 import re
 import time
@@ -13,7 +16,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.utils import _pytree as pytree
 
-from .analysis import Plan, analyze
+from .analysis import Plan
+from .analysis.channels import ChannelAnalysis
 from .canonicalize import canonicalize
 from .capture import _batch_is_dynamic, batch_dynamic_shapes, capture, input_symbols
 from .errors import MinimizationError
@@ -38,7 +42,7 @@ class MinimizeResult:
     example_inputs: tuple
     dynamic_batch: bool
     dynamic_shapes: Any = None  # the spec the model was captured with
-    #: with ``keep_modules=True``: the graph-mode result (``module`` is then the user's class)
+    #: None: module mode (``keep_modules=True``) builds no graph-mode result; run graph mode for it
     graph_module: Optional[fx.GraphModule] = None
 
     def save_pretrained(self, directory: str) -> None:
@@ -128,9 +132,9 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     user's model is never modified.
 
     ``keep_modules``: ``result.module`` is a deep copy of the user's model, of its class, with
-    its modules resized (:mod:`fxminimize.module_mode`), verified the same way; the graph-mode
-    result is kept in ``result.graph_module``, and the report says what graph mode removes
-    beyond module mode.
+    its modules resized (:mod:`fxminimize.module_mode`), verified the same way; no graph-mode
+    result is built (``result.graph_module`` is None); the report describes the module and
+    estimates from the plan what graph mode would remove beyond it.
     """
     if not isinstance(example_inputs, tuple):
         raise MinimizationError("example_inputs must be a tuple of positional arguments, "
@@ -158,21 +162,21 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
         notes = canonicalize(canon)
     sizes = dynamic_batch and dynamic_sizes
     try:
-        run = _run(canon, work, example_inputs, dynamic_batch, sizes, verify_result, ref_out)
+        run = _run(canon, work, example_inputs, dynamic_batch, sizes, verify_result, ref_out, keep_modules)
     except MinimizationError as exc:
         if not sizes or canon is program:
             raise
         log.debug("capture with every size dynamic failed; retrying with a dynamic batch only", exc_info=exc)
-        run = _run(canon, work, example_inputs, dynamic_batch, False, verify_result, ref_out)
+        run = _run(canon, work, example_inputs, dynamic_batch, False, verify_result, ref_out, keep_modules)
         notes.append("only the example's sizes (beyond the batch) are accepted: with them dynamic, "
                      f"{str(exc).splitlines()[0]}")
-    cap, plan, small, stats, res, times = run
+    cap, plan, small, stats, res, times, mrun = run
     t_end = time.perf_counter()
     removed = {name: (plan.size[name], len(plan.keep[name])) for name in plan.keep
-               if len(plan.keep[name]) < plan.size[name]}
+               if len(plan.keep[name]) < plan.size[name]} if mrun is None or mrun.resized else {}
     compact_storages(small)
     before, after = stored_elements(work), stored_elements(small)
-    if after > before:  # never larger: the rewrite does not pay (restore buffers, index tensors)
+    if after > before and mrun is None:  # never larger: the rewrite does not pay (restore buffers, index tensors)
         notes.append(f"the rewrite would store {after:,} elements against {before:,}: not made; "
                      "the returned model is the captured original")
         small, stats, removed = _unrewritten(cap.unfolded, model.training), {}, {}
@@ -188,7 +192,9 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
             if not res.ok:
                 raise MinimizationError("the captured model does not match the original; refusing to return it. "
                                         + res.message)
-    report = Report(params_before=before, params_after=after, groups=plan.groups,
+    groups = plan.groups if mrun is None or mrun.resized else tuple(  # module mode's unshrunk copy
+        dataclasses.replace(g, units_removed=0, elements_removed=0) for g in plan.groups)
+    report = Report(params_before=before, params_after=after, groups=groups,
                     barriers=plan.barriers, removed=removed, plan=plan, graph=describe_graph(cap.gm))
     report.notes.extend(notes)
     report.pass_stats = dict(stats)
@@ -213,18 +219,9 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
     report.timings = {"capture": times[0] - t0, "analysis": times[1] - times[0], "rewrite": times[2] - times[1],
                       "verify": t_end - times[2]}
     log.info("minimized: %d -> %d params", report.params_before, report.params_after)
-    if keep_modules:
-        from .module_mode import minimize_modules
-        t_m = time.perf_counter()
-        module, mplan, mnotes, mstats, mres = minimize_modules(work, cap, example_inputs, after, verify_result)
-        if mres is not None:  # the module-mode result's own self-check
-            mstats["max_abs_error"], mstats["verified_checks"] = mres.max_abs_error, mres.checks
-        report.notes.extend(mnotes)
-        report.module_mode = mstats
-        report.params_after = mstats["module_elements"]
-        report.timings["module_mode"] = time.perf_counter() - t_m
-        return MinimizeResult(module, report, mplan or plan, example_inputs, cap.dynamic_batch,
-                              cap.dynamic_shapes, graph_module=small)
+    if mrun is not None:  # module mode: the report describes result.module (module_mode.py)
+        report.notes.extend(mrun.notes)
+        report.module_mode = mrun.stats
     return MinimizeResult(small, report, plan, example_inputs, cap.dynamic_batch, cap.dynamic_shapes)
 
 
@@ -251,19 +248,49 @@ def compact_storages(gm: nn.Module) -> None:
                 setattr(mod, name, new)
 
 
+def release_heap(analysis=None) -> None:
+    """Free what a finished analysis leaves behind before the rewrite allocates the new weights:
+    its memo (the weights' nonzero patterns, a bool per weight element: 0.25x the fp32 parameter
+    bytes), which a reference cycle (analysis <-> rule context) would keep until Python's next
+    automatic collection; then give freed heap memory back to the OS (glibc's ``malloc_trim``;
+    elsewhere a no-op), since glibc keeps freed blocks of that size in its heap."""
+    if analysis is not None:
+        analysis.memo.clear()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
 def _unrewritten(gm: fx.GraphModule, training: bool) -> fx.GraphModule:
     out = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="MinimizedModule")
     out.train(training)
     return out
 
 
-def _run(canon, work, example_inputs, dynamic_batch: bool, dynamic_sizes: bool, verify_result: bool, ref_out=None):
+def _run(canon, work, example_inputs, dynamic_batch: bool, dynamic_sizes: bool, verify_result: bool, ref_out=None,
+         keep_modules: bool = False):
     """Capture, analyse, rewrite and verify once: (captured, plan, module, pass stats, verify
-    result or None, (t_capture, t_analysis, t_rewrite) end times)."""
+    result or None, (t_capture, t_analysis, t_rewrite) end times, module_mode.ModuleRun or
+    None). With ``keep_modules`` only module mode's analysis, rewrite and verification run."""
     cap = capture(canon, example_inputs, dynamic_batch=dynamic_batch, dynamic_sizes=dynamic_sizes)
     t1 = time.perf_counter()
+    if keep_modules:
+        from .module_mode import minimize_modules
+        m = minimize_modules(work, cap, example_inputs, verify_result, ref_out)
+        return (cap, m.plan, m.module, m.pass_stats, m.verified,
+                (t1,) + m.times, m)
     try:
-        plan = analyze(cap.gm)
+        ca = ChannelAnalysis(cap.gm)
+        plan = ca.run()
+        release_heap(ca)
         t2 = time.perf_counter()
         small, stats = rewrite(cap.gm, plan)
         small.train(work.training)  # same mode as the user's model (check_model: eval-safe)
@@ -278,4 +305,4 @@ def _run(canon, work, example_inputs, dynamic_batch: bool, dynamic_sizes: bool, 
         if not res.ok:
             raise MinimizationError("the minimized model does not match the original; refusing to return it. "
                                     + res.message)
-    return cap, plan, small, stats, res, (t1, t2, t3)
+    return cap, plan, small, stats, res, (t1, t2, t3), None

@@ -63,13 +63,22 @@ def _holders(model: nn.Module) -> dict[int, list]:
     return out
 
 
-def _as(new: torch.Tensor, like: Optional[torch.Tensor], param: bool):
-    new = new.detach().clone()
+def _own(new: torch.Tensor, like: Optional[torch.Tensor], param: bool, owned: set):
+    """``new`` (a tensor the rewrite made) as ``like``'s dtype/device, a Parameter when ``param``.
+    Not copied unless it shares storage with the user's model (``owned``: storage pointers) or
+    is a view of a larger storage: the rewrite's own tensors move into the module as they are."""
+    t = new.detach()
     if like is not None:
-        new = new.to(device=like.device, dtype=like.dtype)
+        t = t.to(device=like.device, dtype=like.dtype)
+    try:
+        st = t.untyped_storage()
+        if st.data_ptr() in owned or st.nbytes() > t.numel() * t.element_size():
+            t = t.clone()
+    except (RuntimeError, NotImplementedError):
+        t = t.clone()
     if param:
-        return nn.Parameter(new, requires_grad=like.requires_grad if isinstance(like, nn.Parameter) else True)
-    return new
+        return nn.Parameter(t, requires_grad=like.requires_grad if isinstance(like, nn.Parameter) else True)
+    return t
 
 
 def _set_sizes(mod: nn.Module, groups: Optional[int] = None) -> None:
@@ -98,14 +107,20 @@ def _replace_module(model: nn.Module, fqn: str, new: nn.Module) -> None:
 
 
 def build(work: nn.Module, gm: fx.GraphModule, small: fx.GraphModule, plan, origin: dict):
-    """(model, kept index): a deep copy of ``work`` with the tensors of the rewritten graph
-    ``small`` put into its modules (see module doc), and per resized tensor (by its original
-    name) the original indices each dim keeps (:func:`_index`). Raises :class:`CannotExpress`."""
-    model = copy.deepcopy(work)
-    holders = _holders(model)
+    """(model, kept index): a copy of ``work`` with the tensors of the rewritten graph ``small``
+    put into its modules (see module doc), and per resized tensor (by its original name) the
+    original indices each dim keeps (:func:`_index`). Raises :class:`CannotExpress`.
+
+    No full-size copy is ever held: ``copy.deepcopy`` runs with a memo that maps each resized
+    tensor of ``work`` to its new (already sliced) Parameter, so only the tensors the plan keeps
+    whole are copied, and a tied tensor maps to one new Parameter in every holder (ties stay)."""
+    holders = _holders(work)
+    names = {id(m): k for k, m in work.named_modules(remove_duplicate=False)}
+    owned = {t.untyped_storage().data_ptr() for t in list(work.parameters()) + list(work.buffers())}
+    memo: dict = {}
     index: dict[str, tuple] = {}
-    changed: dict[str, nn.Module] = {}
-    groups: dict[str, int] = {}
+    changed: set = set()
+    biases: dict[str, torch.Tensor] = {}
 
     def orig_of(target: str) -> str:
         return origin.get(target, target)
@@ -118,25 +133,17 @@ def build(work: nn.Module, gm: fx.GraphModule, small: fx.GraphModule, plan, orig
         if not isinstance(new, torch.Tensor):
             continue
         try:
-            old = _get(model, orig_of(t))
+            old = _get(work, orig_of(t))
         except AttributeError:
             old = None
         if isinstance(old, torch.Tensor):
-            if old.shape == new.shape and torch.equal(old.detach(), new.detach()):
+            if new is old or id(old) in memo or (old.shape == new.shape and torch.equal(old.detach(), new.detach())):
                 continue
-            value = _as(new, old, isinstance(old, nn.Parameter))  # one tensor for all holders: ties stay
-            index[orig_of(t)] = _index(n, old.shape, new.shape, plan)
-            for mod, k, is_param in holders.get(id(old), []):
-                if k in mod._parameters:
-                    mod._parameters[k] = value
-                else:
-                    mod._buffers[k] = value
-            ok = id(old) in holders
-            holders_of_new = holders.pop(id(old), [])
-            for mod, k, _ in holders_of_new:
-                changed[_fqn(model, mod)] = mod
-            if not ok:
+            if id(old) not in holders:
                 raise CannotExpress(f"tensor {t} is not a parameter or buffer of a module")
+            memo[id(old)] = _own(new, old, isinstance(old, nn.Parameter), owned)
+            index[orig_of(t)] = _index(n, old.shape, new.shape, plan)
+            changed.update(names[id(mod)] for mod, _, _ in holders[id(old)])
             continue
         # a bias created by folding constants: the module of its op's weight gains a bias
         users = [u for u in n.users if u.op == "call_function"]
@@ -148,23 +155,25 @@ def build(work: nn.Module, gm: fx.GraphModule, small: fx.GraphModule, plan, orig
         is_bias = (p.get("bias") is n) or (u.target is aten.addmm.default and u.args[0] is n)
         if w is None or not is_bias or w.op != "get_attr":
             raise CannotExpress(f"constant {t} read by {u.target} cannot be placed in a module")
-        wfqn = orig_of(str(w.target))
-        modname = wfqn.rpartition(".")[0]
-        mod = _get(model, modname) if modname else model
+        modname = orig_of(str(w.target)).rpartition(".")[0]
+        mod = _get(work, modname) if modname else work
         if getattr(mod, "bias", None) is not None or "bias" not in dir(mod):
             raise CannotExpress(f"constant {t}: module {modname} has no free bias slot")
-        ref = getattr(mod, "weight", None)
-        mod.bias = _as(new, ref, True)
-        changed[modname] = mod
+        biases[modname] = new
+    groups: dict[str, int] = {}
     for n in small.graph.nodes:
-        if n.op == "call_function" and n.target in (aten.conv1d.default, aten.conv2d.default, aten.conv3d.default,
-                                                    aten.conv1d.padding, aten.conv2d.padding,
-                                                    aten.conv3d.padding, aten.convolution.default):
+        if n.op == "call_function" and n.target in _CONV:
             w = bind(n)["weight"]
             if w.op == "get_attr":
                 groups[orig_of(str(w.target)).rpartition(".")[0]] = int(bind(n)["groups"])
-    for name, mod in changed.items():
-        _set_sizes(mod, groups.get(name))
+    model = copy.deepcopy(work, memo)
+    del memo
+    for modname, new in biases.items():
+        mod = _get(model, modname) if modname else model
+        mod.bias = _own(new, getattr(mod, "weight", None), True, owned)
+        changed.add(modname)
+    for name in changed:
+        _set_sizes(_get(model, name) if name else model, groups.get(name))
     _norms(model, small, plan, orig_of)
     _rms_norms(model, gm, plan)
     _heads(model, gm, plan)
@@ -175,30 +184,43 @@ _CONV = {aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.con
          aten.conv3d.padding, aten.convolution.default}
 
 
-def _index(attr: fx.Node, old_shape, new_shape, plan) -> tuple:
-    """Per dim of a resized tensor: the original indices it keeps (None: the dim is whole, or
-    its index is not known here). The spaces a dim is sliced by: Linear W (out, in), addmm W
-    (in, out), conv W (out, in) for groups 1, embedding (rows, dim), a vector: its reader."""
+_LAYER_NORMS = {aten.layer_norm.default, aten.native_layer_norm.default, COMPENSATED_LAYER_NORM}
+
+
+def dim_spaces(attr: fx.Node, ndim: int, plan) -> list:
+    """Per dim of the constant ``attr``: the node whose channel space slices it (None: not
+    known here). Linear W (out, in), addmm W (in, out), conv W (out, in) for groups 1,
+    embedding (rows, dim), a vector: its reader's output space (a LayerNorm's: its input's, as
+    the norm rewrite slices it; untracked output: the input's)."""
     users = [u for u in attr.users if u.op == "call_function"]
     u = users[0] if users else None
-    spaces: list = [None] * len(old_shape)
+    spaces: list = [None] * ndim
     if u is not None:
         p = bind(u) if hasattr(u.target, "_schema") else {}
         x = p.get("input")
         if u.target is aten.linear.default and p.get("weight") is attr:
             spaces = [u, x]
         elif u.target is aten.addmm.default and u.args[2] is attr:
-            spaces, x = [u.args[1], u], u.args[1]
+            spaces = [u.args[1], u]
         elif u.target in _CONV and p.get("weight") is attr:
-            spaces = [u, x if int(p.get("groups", 1)) == 1 else None] + [None] * (len(old_shape) - 2)
+            spaces = [u, x if int(p.get("groups", 1)) == 1 else None] + [None] * (ndim - 2)
         elif u.target is aten.embedding.default:
             spaces = [None, u]
-        elif len(old_shape) == 1:
-            spaces = [u if plan.tracked(u.name) else x]
+        elif ndim == 1:
+            rule = plan.rules.get(u.name)
+            out = rule.out_node(u) if hasattr(rule, "out_node") else u   # BatchNorm: its item 0
+            x = u.args[0] if u.target in _LAYER_NORMS else x   # the compensated op names it ``x``
+            spaces = [x if u.target in _LAYER_NORMS or out is None or not plan.tracked(out.name) else out]
+    return spaces
+
+
+def _index(attr: fx.Node, old_shape, new_shape, plan) -> tuple:
+    """Per dim of a resized tensor: the original indices it keeps (None: the dim is whole, or
+    its index is not known here; the spaces: :func:`dim_spaces`)."""
+    spaces = dim_spaces(attr, len(old_shape), plan)
     out = []
     for d, (a, b) in enumerate(zip(old_shape, new_shape)):
-        sp = spaces[d] if d < len(spaces) else None
-        name = getattr(sp, "name", None)
+        name = getattr(spaces[d] if d < len(spaces) else None, "name", None)
         if a == b:
             out.append(None)
         elif name in plan.size and plan.size[name] == a and len(plan.keep[name]) == b:
@@ -206,13 +228,6 @@ def _index(attr: fx.Node, old_shape, new_shape, plan) -> tuple:
         else:
             out.append(None)
     return tuple(out)
-
-
-def _fqn(model: nn.Module, mod: nn.Module) -> str:
-    for name, m in model.named_modules(remove_duplicate=False):
-        if m is mod:
-            return name
-    raise CannotExpress("module not found in the copy")
 
 
 def _norms(model, small, plan, orig_of) -> None:

@@ -29,6 +29,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
@@ -38,7 +41,9 @@ import torch.nn as nn
 
 from .analysis.channels import ChannelAnalysis
 from .compensated import COMPENSATED_LAYER_NORM
-from .module_build import CannotExpress, build, owner_class
+from .errors import MinimizationError
+from .ir import bind
+from .module_build import CannotExpress, _get, build, dim_spaces, owner_class
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -111,32 +116,127 @@ def constraints(gm: fx.GraphModule, plan, why: Optional[dict] = None) -> dict[st
     return {k: v for k, v in extra.items() if (v & ~_mask(plan, k)).any()}
 
 
-def module_plan(gm: fx.GraphModule, max_rounds: int = 8, why: Optional[dict] = None):
-    """(graph-mode plan, module-mode plan) of the canonical module ``gm``; ``why`` receives
-    {constraint: channels it kept directly}."""
-    ca = ChannelAnalysis(gm)
-    plan = first = ca.run()
+def widen_plan(ca: ChannelAnalysis, gm: fx.GraphModule, plan, max_rounds: int = 8, why: Optional[dict] = None):
+    """The module-mode plan: ``plan`` (the result of ``ca.run()``) widened until
+    :func:`constraints` adds nothing; ``why`` receives {constraint: channels it kept directly}."""
     for _ in range(max_rounds):
         extra = constraints(gm, plan, why)
         if not extra:
-            return first, plan
+            return plan
         plan = ca.widen(extra)
     raise CannotExpress("module-mode constraints did not settle")
 
 
+def module_plan(gm: fx.GraphModule, max_rounds: int = 8, why: Optional[dict] = None):
+    """(graph-mode plan, module-mode plan) of the canonical module ``gm`` (one analysis)."""
+    ca = ChannelAnalysis(gm)
+    first = ca.run()
+    return first, widen_plan(ca, gm, first, max_rounds, why)
 
-# ---------------------------------------------------------------------------- the entry point
-def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements: int, verify_result: bool = True):
-    """Module mode on a captured model: (module, plan, notes, stats).
 
-    ``work`` is the masked original (never modified), ``cap`` its capture, ``graph_elements``
-    the stored elements of the graph-mode result (for the report's difference). The returned
-    module is a deep copy of ``work`` (its class), resized, verified; if module mode cannot
-    express the plan or its result does not verify, it is ``work``'s unshrunk copy and the
-    notes say why (never a wrong model).
+def _sliced_elements(gm: fx.GraphModule, plan, graph_mode: bool) -> dict[int, int]:
+    """{id(constant): elements after the rewrite of ``plan``} for every constant ``gm`` reads:
+    each dim sliced by the space :func:`~fxminimize.module_build.dim_spaces` gives it; with
+    ``graph_mode`` a Linear also drops the CONST columns its rule folds and gathers the rest
+    (``kept_const_columns``, the rule's own decision; the index counts too)."""
+    out: dict[int, int] = {}
+    ctx = SimpleNamespace(plan=plan, structural=graph_mode)
+    for n in gm.graph.nodes:
+        if n.op != "get_attr" or not n.users:
+            continue
+        t = _get(gm, str(n.target))
+        if not isinstance(t, torch.Tensor) or id(t) in out:
+            continue
+        dims = list(t.shape)
+        for d, sp in enumerate(dim_spaces(n, t.dim(), plan)):
+            name = getattr(sp, "name", None)
+            if name in plan.size and plan.size[name] == dims[d]:
+                dims[d] = len(plan.keep[name])
+        extra, folded = 0, False
+        users = [u for u in n.users if u.op == "call_function"]
+        u = users[0] if users else None
+        p = bind(u) if u is not None and hasattr(u.target, "_schema") else {}
+        x = p.get("input")
+        if p.get("weight") is n and x is not None and plan.tracked(x.name) and plan.shrinks(x):
+            folded = bool(plan.const_val[x.name][plan.removed(x)].any())   # W[:, removed]·v
+        rule = plan.rules.get(u.name) if u is not None else None
+        if graph_mode and hasattr(rule, "kept_const_columns") and plan.tracked(u.name):
+            x, w, _ = rule.params(u)
+            if w is n and plan.tracked(x.name) and plan.axis[x.name] == len(x.meta["val"].shape) - 1:
+                narrow = rule.kept_const_columns(ctx, u, x, w)
+                if narrow is not None:
+                    dims[0 if rule.transposed else 1] = extra = len(narrow[2])
+                    folded = folded or bool(narrow[1].any())
+        if folded and "bias" in p and p["bias"] is None:  # the fold creates a bias (b = 0 + fold)
+            extra += dims[0]
+        out[id(t)] = int(np.prod(dims)) + extra
+    return out
+
+
+def graph_mode_elements(gm: fx.GraphModule, graph_plan, module: nn.Module, work: nn.Module,
+                        module_elements: int) -> tuple[int, int]:
+    """(elements graph mode would store, elements of tensors the forward never reads), from the
+    graph plan, without building the graph-mode rewrite: every constant the graph reads sliced
+    by the graph plan (:func:`_sliced_elements`, biases its folds create included), plus what
+    ``module`` stores besides those constants, the biases module mode created and the tensors its
+    forward never reads (BatchNorm's ``num_batches_tracked``, which the graph drops), plus the
+    index of every input gather. Not counted: buffers graph mode adds to restore CONST outputs."""
+    g = _sliced_elements(gm, graph_plan, True)
+    read = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr" and n.users}
+    names: dict[int, list] = {}
+    for k, t in module.state_dict(keep_vars=True).items():
+        names.setdefault(id(t), []).append((k, t))
+    unread = sum(v[0][1].numel() for v in names.values() if not any(k in read for k, _ in v))
+    covered: dict[int, int] = {}
+    estimate = 0
+    for n in gm.graph.nodes:
+        if n.op != "get_attr" or not n.users:
+            continue
+        try:
+            t = _get(module, str(n.target))
+        except AttributeError:  # a constant the capture derived: not in the module (nor counted)
+            continue
+        if isinstance(t, torch.Tensor) and id(t) not in covered:
+            covered[id(t)] = t.numel()
+            estimate += g.get(id(_get(gm, str(n.target))), 0)
+    known = set(work.state_dict().keys())
+    for k, t in module.named_parameters():
+        if k not in known:  # a bias module mode created (the graph estimate has its own)
+            covered.setdefault(id(t), t.numel())
+    gathers = sum(len(graph_plan.keep[k]) for k, native in graph_plan.native.items()
+                  if not native and graph_plan.shrinks(k))
+    return estimate + module_elements - sum(covered.values()) - unread + gathers, unread
+
+
+@dataclass
+class ModuleRun:
+    """What :func:`minimize_modules` hands back to :func:`fxminimize.minimize`."""
+
+    module: nn.Module
+    plan: object          # the module-mode plan (the graph-mode plan when module mode fell back)
+    resized: bool         # False: ``module`` is the unshrunk copy (``notes`` say why)
+    notes: list
+    stats: dict           # report.module_mode
+    pass_stats: dict
+    verified: object      # verify.VerifyResult or None
+    times: tuple          # perf_counter at the end of analysis and of rewrite + build
+
+
+def minimize_modules(work: nn.Module, cap, example_inputs: tuple, verify_result: bool = True,
+                     ref_out=None) -> ModuleRun:
+    """Module mode on a captured model (the only analysis, rewrite and verification it gets).
+
+    ``work`` is the masked original (never modified), ``cap`` its capture, ``ref_out`` its
+    outputs on the example inputs (when known). One :class:`ChannelAnalysis` gives the
+    graph-mode plan and, widened, the module plan; only the module plan is rewritten. The
+    returned module is a copy of ``work`` (its class), resized (:func:`build`: no full-size
+    copy is held), verified once; if module mode cannot express the plan or its result does
+    not verify, it is ``work``'s unshrunk copy and the notes say why (never a wrong model).
+    What graph mode would remove beyond it comes from the plans (:func:`graph_mode_elements`).
     """
     from fxminimize.passes.pipeline import run_pipeline
 
+    from .api import release_heap
     from .capture import input_symbols
     from .size import stored_elements
     from .verify import verify
@@ -144,8 +244,18 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements
     notes: list[str] = []
     before = stored_elements(work)
     try:
+        ca = ChannelAnalysis(cap.gm)
+        graph_plan = ca.run()
+    except Exception as exc:  # noqa: BLE001 - as graph mode: an internal failure is a refusal
+        raise MinimizationError(f"internal error while minimizing ({type(exc).__name__}: {exc}); "
+                                "the model was not changed. Please report this model.") from exc
+    t_an = t_rw = None
+    try:
         why: dict = {}
-        graph_plan, plan = module_plan(cap.gm, why=why)
+        plan = widen_plan(ca, cap.gm, graph_plan, why=why)
+        release_heap(ca)  # its weight patterns (a bool per weight element) go before the rewrite
+        del ca
+        t_an = time.perf_counter()
         origin: dict = {}
         check = os.environ.get("FXMINIMIZE_DEBUG", "") not in ("", "0")  # as fxminimize.rewrite
         small, stats = run_pipeline(cap.gm, plan, check=check, structural=False, origin=origin)
@@ -153,41 +263,51 @@ def minimize_modules(work: nn.Module, cap, example_inputs: tuple, graph_elements
             if stats.get(key):
                 raise CannotExpress(f"the module plan still needs {key.replace('_', ' ')} ({stats[key]})")
         module, kept_index = build(work, cap.gm, small, plan, origin)
+        del small  # its new tensors now live in ``module``; nothing else of it is needed
         module.train(work.training)
+        t_rw = time.perf_counter()
         after = stored_elements(module)
         if after > before:
             raise CannotExpress(f"it would store {after:,} elements against {before:,}")
+        res = None
         if verify_result:
             try:
                 res = verify(work, module, example_inputs, cap.dynamic_batch, input_symbols(cap.gm),
-                             cap.dynamic_sizes)
+                             cap.dynamic_sizes, ref_out)
             except Exception as exc:  # noqa: BLE001 - the user's forward rejects its resized modules
                 raise CannotExpress(f"the resized model raises ({type(exc).__name__}: "
                                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from exc
             if not res.ok:
                 raise CannotExpress("the resized modules do not match the original: " + res.message)
-        else:
-            res = None
+        graph_elements, unread = graph_mode_elements(cap.gm, graph_plan, module, work, after)
     except Exception as exc:  # noqa: BLE001 - never a wrong or half-built model: the unshrunk copy
         if not isinstance(exc, CannotExpress):
             exc = CannotExpress(f"internal error {type(exc).__name__}: {exc}; please report this model")
         log.warning("module mode keeps the model unshrunk: %s", exc)
         notes.append(f"module mode cannot resize the user's modules ({exc}); the returned module is an "
                      "unshrunk copy of the masked model")
+        module = small = None  # drop a half-built copy before making the unshrunk one
         module = copy.deepcopy(work)
-        return module, None, notes, {"module_elements": before, "graph_elements": graph_elements,
-                                     "beyond_module_mode": max(0, before - graph_elements), "kept_by": {},
-                                     "kept_index": {}}, None
+        try:
+            graph_elements = graph_mode_elements(cap.gm, graph_plan, module, work, before)[0]
+        except Exception:  # noqa: BLE001 - the estimate is only for the report
+            log.debug("no graph-mode estimate", exc_info=True)
+            graph_elements = before
+        now = time.perf_counter()
+        return ModuleRun(module, graph_plan, False, notes,
+                         {"module_elements": before, "graph_elements": graph_elements,
+                          "beyond_module_mode": max(0, before - graph_elements), "kept_by": {}, "kept_index": {}},
+                         {}, None, (t_an or now, t_rw or now))
     diff = after - graph_elements
     if diff > 0:
-        read = {str(n.target) for n in cap.gm.graph.nodes if n.op == "get_attr"}
-        unread = sum(t.numel() for k, t in module.state_dict().items() if k not in read)
         kept = "; ".join(f"{k}: {v} channels" for k, v in why.items())
         notes.append(f"graph mode removes {diff:,} elements more than module mode, which keeps "
                      + (f"directly {kept} (and what they read); " if kept else "")
                      + (f"{unread:,} elements of tensors its forward never reads (e.g. BatchNorm's "
                         "num_batches_tracked; the graph drops them); " if unread else "")
                      + "whole Linear inputs, CONST columns included (graph mode gathers the live ones)")
-    return module, plan, notes, {"module_elements": after, "graph_elements": graph_elements,
-                                 "beyond_module_mode": max(0, diff), "kept_by": why,
-                                 "kept_index": kept_index}, res
+    mstats = {"module_elements": after, "graph_elements": graph_elements, "beyond_module_mode": max(0, diff),
+              "kept_by": why, "kept_index": kept_index}
+    if res is not None:
+        mstats["max_abs_error"], mstats["verified_checks"] = res.max_abs_error, res.checks
+    return ModuleRun(module, plan, True, notes, mstats, dict(stats), res, (t_an, t_rw))

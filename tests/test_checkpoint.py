@@ -75,3 +75,18 @@ def test_weights_file_is_safetensors(tmp_path):
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert "lm_head.weight" not in keys or "model.decoder.embed_tokens.weight" not in keys  # a tie stored once
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_skeleton_with_fewer_layers_is_refused(name, tmp_path):
+    """Per architecture: a skeleton built from a config with one layer less than the checkpoint
+    is refused, naming the module it lacks; the full skeleton still loads."""
+    model, res = minimized(name)
+    res.save_pretrained(str(tmp_path))
+    d = model.config.to_dict()
+    d.pop("layer_types", None)  # Qwen2: one per layer, rebuilt from the layer count
+    key = "n_layer" if "n_layer" in d else "num_hidden_layers"
+    small_cfg = type(model.config).from_dict({**d, key: d[key] - 1})
+    with pytest.raises(MinimizationError, match="checkpoint and skeleton disagree.*no module"):
+        fxminimize.load_pretrained(str(tmp_path), type(model)(small_cfg))
+    _same(res.module, fxminimize.load_pretrained(str(tmp_path), type(model)(model.config).eval()), ids(2, seed=9))

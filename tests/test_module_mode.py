@@ -34,7 +34,7 @@ def _masked(model, masks):
     return ref
 
 
-def check_module_mode(model, example, masks=None, batches=(1, 2, 5), make_input=None):
+def check_module_mode(model, example, masks=None, batches=(1, 2, 5), make_input=None, estimate_off=0):
     before = state(model)
     res = fxminimize.minimize(model, example, masks=masks, keep_modules=True)
     assert_unchanged(model, before)
@@ -48,8 +48,15 @@ def check_module_mode(model, example, masks=None, batches=(1, 2, 5), make_input=
     mm = res.report.module_mode
     assert mm["module_elements"] == res.report.params_after <= res.report.params_before
     assert fxminimize.size.stored_elements(res.module) == mm["module_elements"]
+    # the report describes the module: its plan's removals and groups
+    plan = res.plan
+    assert res.report.removed == {k: (plan.size[k], len(plan.keep[k])) for k in plan.keep
+                                  if len(plan.keep[k]) < plan.size[k]}
+    assert res.report.groups == plan.groups and res.graph_module is None
+    graph_res = fxminimize.minimize(model, example, masks=masks)   # graph mode, for comparison
+    assert_graph_estimate(mm["graph_elements"], graph_res, estimate_off)
     if mm["beyond_module_mode"] == 0 and not mm["kept_by"]:  # same plan: same shapes
-        graph = {k: tuple(v.shape) for k, v in res.graph_module.state_dict().items()}
+        graph = {k: tuple(v.shape) for k, v in graph_res.module.state_dict().items()}
         mod = {k: tuple(v.shape) for k, v in res.module.state_dict().items()}
         common = set(graph) & set(mod)
         assert common
@@ -59,10 +66,22 @@ def check_module_mode(model, example, masks=None, batches=(1, 2, 5), make_input=
     return res
 
 
+#: graph-mode elements the plan-based estimate (module_mode.graph_mode_elements) gets wrong, by
+#: case: (estimate - graph-mode result) where it is not exact; see docs/module_mode.md
+ESTIMATE_OFF = {"densenet_small/rows": -178, "densenet_small/rows+magnitude": -154,
+                "mobilenetv2_small/rows": -26, "mobilenetv2_small/rows+magnitude": -20,
+                "unknown_op_mlp/rows+magnitude": -30}
+
+
+def assert_graph_estimate(estimate, graph_res, off=0):
+    """report.module_mode['graph_elements'] (from the plan) against a real graph-mode run."""
+    assert estimate - graph_res.report.params_after == off, (estimate, graph_res.report.params_after)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_zoo(name):
     model, ex, masks = CASES[name]
-    res = check_module_mode(model, ex, masks)
+    res = check_module_mode(model, ex, masks, estimate_off=ESTIMATE_OFF.get(name, 0))
     assert not any("cannot resize" in n for n in res.report.notes), res.report.notes
     if res.report.module_mode["graph_elements"] < res.report.params_before \
             and not name.startswith("shufflenet"):  # there module mode keeps the CONST output channels
@@ -134,7 +153,11 @@ def test_module_mode_keeps_model_whole_when_forward_fixes_sizes():
     assert res.report.params_after == res.report.params_before       # unshrunk, exact
     assert res.report.module_mode["graph_elements"] < res.report.params_before
     compare(m, res.module, (torch.randn(5, 10),))
-    compare(m, res.graph_module, (torch.randn(5, 10),))
+    assert res.graph_module is None and res.report.removed == {}
+    assert all(g.units_removed == 0 for g in res.report.groups)
+    graph_res = fxminimize.minimize(m, (torch.randn(3, 10),))
+    assert_graph_estimate(res.report.module_mode["graph_elements"], graph_res)
+    compare(m, graph_res.module, (torch.randn(5, 10),))
 
 
 def test_default_is_graph_mode():
@@ -151,7 +174,7 @@ def test_unread_input_features_stay_and_the_report_counts_them():
         model.fc1.weight[:, :100] = 0
     res = check_module_mode(model, (example_input("lenet_300_100"),))
     assert res.module.fc1.in_features == 784
-    assert res.graph_module.fc1.weight.shape == (300, 684)
+    assert fxminimize.minimize(model, (example_input("lenet_300_100"),)).module.fc1.weight.shape == (300, 684)
     mm = res.report.module_mode
     assert mm["kept_by"] == {"input features no module reads (graph mode gathers them)": 100}
     assert mm["beyond_module_mode"] == 300 * 100 - 684
@@ -181,3 +204,67 @@ def test_widen_keeps_what_the_extra_channels_read():
     extra[2] = True
     wide = ca.widen({fc2: extra})
     assert 2 in wide.keep[fc2] and 7 in wide.keep[fc1]
+
+
+def test_never_larger_falls_back_to_the_unshrunk_copy(monkeypatch):
+    """A resized module that would store more than the input is not returned: module mode's
+    guard gives the unshrunk copy (exact) and says why. The build is made to add a large
+    buffer, as a rewrite that does not pay would."""
+    from fxminimize import module_mode
+    real = module_mode.build
+
+    def bigger(*a, **k):
+        model, index = real(*a, **k)
+        model.register_buffer("padding", torch.zeros(100_000))
+        return model, index
+
+    monkeypatch.setattr(module_mode, "build", bigger)
+    m = _mlp()
+    before = state(m)
+    res = fxminimize.minimize(m, (torch.randn(3, 10),), keep_modules=True)
+    assert_unchanged(m, before)
+    assert not hasattr(res.module, "padding") and type(res.module) is type(m)
+    assert any("it would store" in n and "unshrunk copy" in n for n in res.report.notes), res.report.notes
+    assert res.report.params_after == res.report.params_before and res.report.removed == {}
+    compare(m, res.module, (torch.randn(5, 10),))
+
+
+def test_one_analysis_one_rewrite_no_full_copy_of_resized_tensors(monkeypatch):
+    """Module mode analyses once, rewrites once (no graph-mode rewrite), verifies once, and the
+    copy never deep-copies a tensor the plan resizes (the memo maps it to its sliced one)."""
+    from fxminimize.analysis.channels import ChannelAnalysis
+    from fxminimize.passes import pipeline
+    import fxminimize.verify as verify_mod
+    calls = {"run": 0, "pipeline": [], "verify": 0}
+    real_run, real_pipe, real_verify = ChannelAnalysis.run, pipeline.run_pipeline, verify_mod.verify
+
+    def run(self):
+        calls["run"] += 1
+        return real_run(self)
+
+    def pipe(*a, **k):
+        calls["pipeline"].append(k.get("structural", True))
+        return real_pipe(*a, **k)
+
+    def ver(*a, **k):
+        calls["verify"] += 1
+        return real_verify(*a, **k)
+
+    copied = []
+    real_deepcopy = nn.Parameter.__deepcopy__
+
+    def param_deepcopy(self, memo):
+        copied.append(tuple(self.shape))
+        return real_deepcopy(self, memo)
+
+    monkeypatch.setattr(ChannelAnalysis, "run", run)
+    monkeypatch.setattr(pipeline, "run_pipeline", pipe)
+    monkeypatch.setattr(verify_mod, "verify", ver)
+    monkeypatch.setattr(nn.Parameter, "__deepcopy__", param_deepcopy)
+    m = _mlp()
+    res = fxminimize.minimize(m, (torch.randn(3, 10),), keep_modules=True)
+    assert calls == {"run": 1, "pipeline": [False], "verify": 1}
+    resized = {k for k, v in res.module.state_dict().items() if v.shape != m.state_dict()[k].shape}
+    assert resized >= {"fc1.weight", "fc2.weight", "fc3.weight"}
+    assert (16, 10) not in copied and (16, 16) not in copied and (4, 16) not in copied, copied
+    compare(m, res.module, (torch.randn(5, 10),))

@@ -86,7 +86,9 @@ def test_per_dim_attention_removal_becomes_whole_heads():
         compare(m, res.module, (torch.randint(0, 100, (b, 8)),))
     attn = res.module.transformer.h[0].attn
     assert attn.num_heads == 3 and attn.c_attn.weight.shape == (C, 3 * 3 * DH)
-    assert res.graph_module.get_parameter("transformer.h.0.attn.c_attn.weight").shape == (C, 18 + 18 + 21)
+    graph_res = fxminimize.minimize(m, (x,))
+    assert graph_res.module.get_parameter("transformer.h.0.attn.c_attn.weight").shape == (C, 18 + 18 + 21)
+    assert res.report.module_mode["graph_elements"] == graph_res.report.params_after  # the plan's estimate
     mm = res.report.module_mode
     assert mm["kept_by"].get("per-dim q/k/v removal inside kept attention heads", 0) > 0
     assert mm["beyond_module_mode"] > 0 and any("per-dim q/k/v" in n for n in res.report.notes)
@@ -115,3 +117,21 @@ def test_compensated_rms_norm_matches_llama_rms_norm(dtype):
         got = comp(x[..., kept])
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1.6e-2, atol=1e-2)
     torch.testing.assert_close(got, want, **tol)
+
+
+#: (plan-based estimate − graph-mode result) per model where the estimate is not exact: 14
+#: elements the graph stores differently (see docs/module_mode.md)
+HF_ESTIMATE_OFF = {"llama": 14, "mistral": 14, "qwen2": 14, "phi3": 14}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_report_describes_the_module_and_estimates_graph_mode(name):
+    model, res = minimized(name)
+    plan = res.plan
+    assert res.report.removed == {k: (plan.size[k], len(plan.keep[k])) for k in plan.keep
+                                  if len(plan.keep[k]) < plan.size[k]}
+    assert res.report.groups == plan.groups and res.graph_module is None
+    graph_res = fxminimize.minimize(model, (ids(2),))
+    mm = res.report.module_mode
+    assert mm["graph_elements"] - graph_res.report.params_after == HF_ESTIMATE_OFF.get(name, 0)
+    assert mm["beyond_module_mode"] == max(0, mm["module_elements"] - mm["graph_elements"])

@@ -198,3 +198,30 @@ def test_onnx_bytes_on_module_mode_result(monkeypatch):
     assert type(small) is FC
     before, after = sr.onnx_bytes(FC(), (x[:4],)), sr.onnx_bytes(small, (x[:4],))
     assert before is not None and after is not None and after < before
+
+
+def test_single_pass_keep_modules(monkeypatch):
+    """The single-pass baseline passes ``keep_modules`` through: its result is the user's class,
+    resized, exact against the pruned model at the squeeze (its zeros still there)."""
+    x, y = _data()
+    model = FC()
+    squeezes = []
+    real = cycle_mod.minimize
+
+    def spy(m, ex, **k):
+        res = real(m, ex, **k)
+        squeezes.append((copy.deepcopy(m), res, k))
+        return res
+
+    monkeypatch.setattr(cycle_mod, "minimize", spy)
+    n0 = sr.deployable_size(model)
+    small, rec = sr.single_pass(model, (x[:4],), lambda *a: None, lambda m: sr.accuracy(m, x, y),
+                                optimizer_fn=lambda p: torch.optim.Adam(p, lr=1e-2), sparsity=0.6, epochs=0,
+                                criterion=row_scores, keep_modules=True)
+    assert type(small) is FC and [k for _, _, k in squeezes] == [{"keep_modules": True}]
+    assert sum(small.widths()) < sum(FC().widths()) and rec.params == sr.deployable_size(small) < n0
+    pred, res, _ = squeezes[0]
+    assert rec.max_abs_error == res.report.module_mode["max_abs_error"] < 1e-4
+    with torch.no_grad():
+        for b in (1, 5):
+            torch.testing.assert_close(small.eval()(x[:b]), pred.eval()(x[:b]), **TOL)

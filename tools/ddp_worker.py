@@ -1,6 +1,6 @@
 """One short Squeeze-Release cycle under ``torchrun`` with DDP (gloo, CPU).
 
-    python -m torch.distributed.run --nproc_per_node 2 tools/ddp_worker.py OUT_DIR [--cycles N]
+    python -m torch.distributed.run --nproc_per_node 2 tools/ddp_worker.py OUT_DIR [--cycles N] [--keep-modules]
 
 Every rank builds the same small MLP and trains on its own shard of a synthetic task; the
 cycle wraps the model in ``DistributedDataParallel`` and rebuilds the optimizer after each
@@ -35,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--cycles", type=int, default=1)
+    ap.add_argument("--keep-modules", action="store_true", help="squeeze in module mode (the model stays nn.Sequential)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
@@ -61,7 +62,7 @@ def main() -> None:
     train_fn(nn.parallel.DistributedDataParallel(model), opt, 3, {"phase": "dense"})
     cyc = sr.SqueezeRelease(model, (x[:8],), train_fn, eval_fn, optimizer_fn=lambda p: torch.optim.Adam(p, lr=1e-2),
                             schedule=0.9, finetune_epochs=1, train_epochs=1, max_cycles=args.cycles,
-                            checkpoint_dir=os.path.join(args.out, "ckpt"))
+                            checkpoint_dir=os.path.join(args.out, "ckpt"), keep_modules=args.keep_modules)
     res = cyc.run()
     flat = torch.cat([p.detach().reshape(-1) for p in res.module.parameters()])
     sums = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]
@@ -69,6 +70,7 @@ def main() -> None:
     if rank == 0:
         with open(os.path.join(args.out, "ddp_result.json"), "w") as f:
             json.dump({"world_size": world, "seen": seen, "checksums": [float(s) for s in sums],
+                       "module_class": type(res.module).__name__,
                        "stop_reason": res.stop_reason,
                        "history": [{"cycle": r.cycle, "params": r.params, "accuracy": r.accuracy} for r in res.history]},
                       f, indent=1)

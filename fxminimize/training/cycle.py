@@ -380,8 +380,10 @@ class SqueezeRelease:
 def single_pass(model: nn.Module, example_inputs: tuple, train_fn: Callable, eval_fn: Callable[[nn.Module], float], *,
                 optimizer_fn: Callable, sparsity: float, epochs: int, criterion: Criterion = magnitude_scores,
                 params_unpruned: Optional[int] = None, shrink_before_finetune: bool = True,
-                prunable: Callable[[nn.Module], Dict[str, nn.Parameter]] = prunable_parameters) -> tuple:
-    """Baseline: prune once to ``sparsity``, fine-tune ``epochs`` with the masks held, minimize.
+                prunable: Callable[[nn.Module], Dict[str, nn.Parameter]] = prunable_parameters,
+                keep_modules: bool = False) -> tuple:
+    """Baseline: prune once to ``sparsity``, fine-tune ``epochs`` with the masks held, minimize
+    (``keep_modules``: in module mode, as :class:`SqueezeRelease`).
 
     With ``shrink_before_finetune`` (default) the pruned model is minimized first and the
     fine-tuning runs on the smaller model with its zeros held: the same optimisation of the
@@ -392,7 +394,6 @@ def single_pass(model: nn.Module, example_inputs: tuple, train_fn: Callable, eva
     """
     sr = SqueezeRelease(model, example_inputs, train_fn, eval_fn, optimizer_fn=optimizer_fn, schedule=sparsity,
                         criterion=criterion, finetune_epochs=epochs, train_epochs=0, do_release=False,
-                        measure_pruned=False, shrink_before_finetune=shrink_before_finetune, prunable=prunable)
-    params_unpruned = params_unpruned or deployable_size(model)
-    module, rec = sr.cycle(model, 1, params_unpruned, 0)
-    return module, rec
+                        measure_pruned=False, shrink_before_finetune=shrink_before_finetune, prunable=prunable,
+                        keep_modules=keep_modules)
+    return sr.cycle(model, 1, params_unpruned or deployable_size(model), 0)
