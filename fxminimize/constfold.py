@@ -8,13 +8,10 @@ then sees plain constant weights, so a standardized conv shrinks like a plain on
 Rules: only deterministic, non-mutating ops are folded (nothing random, nothing in-place); a
 subgraph must start from at least one constant (``arange(16)`` is left alone: folding it would
 store what is now computed); a folded value that derives from a trainable parameter becomes a
-parameter itself (training the minimized model trains it); a value larger than the constants
-it is computed from is not folded (a small table expanded into a large one, such as Swin's
-relative-position table indexed into heads × N × N, would store more), except that a value read
-only as a weight or bias of a rule that needs it constant (``linear``, ``conv``, the norms) may be
-up to twice their size (BEiT's qkv bias ``cat(q_bias, zeros, v_bias)`` is 1.5×): folding it is
-what lets that layer shrink. ``minimize`` keeps the unfolded capture too: if the minimized result
-would still store more than the input, it returns that.
+parameter itself (training the minimized model trains it); a value more than twice the size
+of the constants it is computed from is not folded (a small table expanded into a large one,
+such as an attention-bias table indexed into heads × N × N). ``minimize`` keeps the unfolded
+capture too: if the minimized result would still store more than the input, it returns that.
 """
 from __future__ import annotations
 
@@ -52,27 +49,6 @@ def _pure(n: fx.Node) -> bool:
     return True
 
 
-_aten = torch.ops.aten
-# op -> positions of its weight / bias arguments (the rules need those constant to shrink the op)
-_WEIGHT_SLOTS = {
-    _aten.linear.default: (1, 2), _aten.conv1d.default: (1, 2), _aten.conv2d.default: (1, 2),
-    _aten.conv3d.default: (1, 2), _aten.convolution.default: (1, 2), _aten.addmm.default: (0, 2),
-    _aten.layer_norm.default: (2, 3), _aten.group_norm.default: (2, 3),
-    _aten._native_batch_norm_legit_no_training.default: (1, 2, 3, 4),
-    _aten.batch_norm.default: (1, 2, 3, 4),
-}
-
-
-def _allowed(n: fx.Node, source_numel: int, folded: dict) -> int:
-    """The most elements the folded value of ``n`` may store: as many as its sources, or twice
-    that when every reader outside the folded region takes it as a weight or bias (see the
-    module docstring)."""
-    weight_only = all(u.target in _WEIGHT_SLOTS
-                      and all(i in _WEIGHT_SLOTS[u.target] for i, a in enumerate(u.args) if a is n)
-                      and n not in u.kwargs.values() for u in n.users if u not in folded)
-    return (2 if weight_only else 1) * source_numel
-
-
 def fold_parameter_subgraphs(gm: fx.GraphModule) -> int:
     """Fold constant-only subgraphs of ``gm`` in place; returns how many values were folded."""
     env: dict = {}
@@ -99,7 +75,7 @@ def fold_parameter_subgraphs(gm: fx.GraphModule) -> int:
             sources[n] = {k: v for a in n.all_input_nodes for k, v in sources.get(a, {}).items()}
     frontier = [n for n in env if n.op == "call_function" and isinstance(env[n], torch.Tensor)
                 and any(u not in env for u in n.users)
-                and env[n].numel() <= _allowed(n, sum(sources[n].values()), env)]
+                and env[n].numel() <= 2 * sum(sources[n].values())]
     if not frontier:
         return 0
     graph = copy.deepcopy(gm.graph)  # work on a copy: kept only if it does not store more
