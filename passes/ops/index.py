@@ -10,8 +10,12 @@ y's channel dim is a when a < d, a − m + r (r = the indices' broadcast rank) w
 CONST(v) stays CONST(v) (a gather of values all equal to v). Use: identity. Rewrite: none (the
 indices address non-channel dims, which do not change).
 
-Declined (the op is then a barrier with the reason): an index on the channel dim ("indexes the
-channel dimension"), boolean masks (their result size depends on the data), and non-adjacent
+One constant 1-D integer index on the channel dim itself (Falcon's packed heads:
+``fused[..., [-2], :]`` picks the key head) is a gather of channels, exactly as ``index_select``
+below: output j is input idx[j] (negatives taken mod C), the index is re-based by the rewrite.
+
+Declined (the op is then a barrier with the reason): any other index on the channel dim
+("indexes the channel dimension"), boolean masks (their result size depends on the data), and non-adjacent
 index tensors (torch moves the gathered dims to the front).
 
 ``index_select(x, d, idx)`` (:class:`IndexSelectRule`), the gather every rewrite of this tool
@@ -36,7 +40,7 @@ import torch
 
 import numpy as np
 
-from fxminimize.ir import tensor_inputs
+from fxminimize.ir import shape, static_int, tensor_inputs
 from ..registry import register
 from ..rule import Rule
 from .common import _Channelwise, _nd
@@ -56,6 +60,8 @@ class IndexRule(_Channelwise):
         if pos != list(range(pos[0], pos[-1] + 1)):
             cx.hint(n, "index tensors on non-adjacent dims")
             return None
+        if pos == [ax] and self.channel_index(cx, n) is not None:
+            return ax   # one constant 1-D index on the channel dim: a gather of channels
         if pos[0] <= ax <= pos[-1]:
             cx.hint(n, "indexes the channel dimension")
             return None
@@ -70,10 +76,62 @@ class IndexRule(_Channelwise):
             return ax
         return ax + (_nd(n) - _nd(self.src(n)))
 
+    def channel_index(self, cx, n):
+        """The index as int64 numpy (negatives resolved) when ``n`` is ``x[..., idx, ...]`` with one
+        constant 1-D integer index on x's channel dim; else None."""
+        idx = list(n.args[1])
+        pos = [d for d, i in enumerate(idx) if i is not None]
+        x = self.src(n)
+        if len(pos) != 1 or pos[0] != cx.axis_of(x):
+            return None
+        C = static_int(shape(x)[pos[0]])
+        t = cx.tensor(idx[pos[0]])
+        if C is None or t is None or t.dim() != 1 or t.dtype in (torch.bool, torch.uint8) or t.is_floating_point():
+            return None
+        return t.detach().cpu().numpy().astype(np.int64) % C
+
+    def couple(self, cx, n):
+        idx = self.channel_index(cx, n)
+        if idx is None:
+            return super().couple(cx, n)
+        cx.couple(self.src(n), n, idx, np.arange(len(idx)), self.kind)
+
+    def value(self, cx, n):
+        idx = self.channel_index(cx, n)
+        if idx is None:
+            return super().value(cx, n)
+        m, v = cx.const_of(self.src(n))
+        cx.set_value(n, m[idx], v[idx])
+
     def require(self, cx, n, kept):
-        super().require(cx, n, kept)
+        idx = self.channel_index(cx, n) if cx.is_native(n) else None
+        if idx is None:
+            super().require(cx, n, kept)
+        else:
+            mask = np.zeros(cx.size_of(self.src(n)), bool)
+            mask[idx if kept is None else idx[kept]] = True
+            cx.need(self.src(n), mask, n)
         for i in tensor_inputs(n)[1:]:
             cx.need(i, None, n)  # index tensors are read whole
+
+    def rewrite(self, ctx, n) -> bool:
+        """On the channel dim: the index re-based on the input's kept channels (as index_select)."""
+        plan, x = ctx.plan, self.src(n)
+        if not plan.tracked(n.name) or not plan.tracked(x.name) or plan.axis[x.name] != plan.axis[n.name]:
+            return False
+        idx = list(n.args[1])
+        pos = [d for d, i in enumerate(idx) if i is not None]
+        if pos != [plan.axis[x.name]] or (not plan.shrinks(n) and not plan.shrinks(x)):
+            return False
+        node = idx[pos[0]]
+        t = ctx.tensor(node).detach()
+        full = t.cpu().numpy().astype(np.int64) % plan.size[x.name]
+        want, k_in = full[plan.kept(n)], plan.kept(x)
+        new = np.searchsorted(k_in, want)
+        if new.size and (new.max() >= len(k_in) or not np.array_equal(k_in[new], want)):
+            raise AssertionError(f"internal: {n.name} keeps an output whose input is removed")
+        ctx.replace_const(n, node, ctx.index(new, t).to(t.dtype))
+        return True
 
 
 @register(aten.index_select.default)

@@ -63,8 +63,27 @@ class OnChannels(nn.Module):
         return self.fc(self.a(x)[:, self.sel])
 
 
-def test_index_on_the_channel_dim_is_a_barrier():
+def test_index_on_the_channel_dim_with_a_constant_list_selects_channels():
     m = OnChannels().eval()
+    dead(m.a, [1], bias=0.0)          # selected as output 1, ZERO: goes; 2, 3, 5 are not selected
+    r = minimize_and_check(m, (torch.randn(2, 4),))
+    assert shapes(r.module)["a.weight"] == (2, 4) and shapes(r.module)["fc.weight"] == (2, 2)
+    assert r.module.get_buffer("sel").tolist() == [0, 1]
+    assert not r.report.barriers
+
+
+class OnChannelsComputed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.fc = nn.Linear(4, 6), nn.Linear(3, 2)
+
+    def forward(self, x):
+        sel = self.a(x)[0, :3].abs().argsort()   # an index computed from the data
+        return self.fc(self.a(x)[:, sel])
+
+
+def test_index_on_the_channel_dim_computed_from_data_is_a_barrier():
+    m = OnChannelsComputed().eval()
     dead(m.a, [1], bias=0.0)
     r = minimize_and_check(m, (torch.randn(2, 4),))
     assert shapes(r.module)["a.weight"] == (6, 4)
@@ -157,3 +176,34 @@ def test_a_minimized_model_minimizes_again_through_its_own_gathers():
     assert s["a.weight"] == (8, 7) and s["b.weight"] == (4, 6) and s["c.weight"] == (3, 4)
     assert len(_gathers(r2.module)) == 2         # still one input gather and one norm gather
     assert r2.report.params_after < r2.report.params_before
+
+
+class Packed(nn.Module):
+    """Falcon's packed heads: fused (B, T, (H + 2)·D) viewed as (B, T, H + 2, D); the key head is
+    ``fused[..., [-2], :]`` (index.Tensor on the head dim). (Falcon takes the queries with the
+    slice ``[..., :-2, :]``, which is still a barrier on the channel dim; here a list.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.fq, self.fk = nn.Linear(4, 12), nn.Linear(8, 3), nn.Linear(2, 3)
+        self.register_buffer("kidx", torch.tensor([-2]))
+        self.register_buffer("qidx", torch.tensor([0, 1, 2, 3]))
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        h = self.qkv(x).view(B, T, 6, 2)
+        q, k = h[:, :, self.qidx, :], h[:, :, self.kidx, :]
+        return self.fq(q.reshape(B, T, 8)) + self.fk(k.reshape(B, T, 2))
+
+
+def test_index_on_the_channel_dim_with_a_constant_index_is_a_channel_gather():
+    torch.manual_seed(3)
+    m = Packed().eval()
+    dead(m.qkv, [2, 3], bias=0.0)          # query head 1 (features 2, 3): ZERO
+    dead(m.qkv, [10, 11], bias=0.0)        # the value head (-1), read by nothing: goes as well
+    r = minimize_and_check(m, (torch.randn(2, 5, 4),))
+    assert not r.report.barriers
+    s = shapes(r.module)
+    assert s["qkv.weight"] == (8, 4) and s["fq.weight"] == (3, 6) and s["fk.weight"] == (3, 2)
+    assert r.module.get_buffer("kidx").tolist() == [3]   # head 4 of 6 → position 3 of the 4 kept
+    assert r.module.get_buffer("qidx").tolist() == [0, 1, 2]
