@@ -29,6 +29,8 @@ from torch.export import Dim
 from torch.utils import _pytree as pytree
 
 from .constfold import fold_parameter_subgraphs, inline_scalar_constants
+from .passes.experts import align_expert_units
+from .passes.fused_qkv import split_fused_qkv
 from .errors import MinimizationError
 from .ir import static_int
 
@@ -224,6 +226,8 @@ def capture(model, example_inputs: tuple, dynamic_batch: bool = True, dynamic_si
     if isinstance(model, nn.Module):
         state = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}
         folded += inline_scalar_constants(gm, state)
+    split_fused_qkv(gm)  # timm's reshape → permute → unbind qkv as the chunk form (exact)
+    align_expert_units(gm)  # MoE experts' dead hidden units at the same positions (exact)
     dyn = _batch_is_dynamic(gm)
     if dynamic_batch and not dyn and shapes is not None and _has_batched_input(example_inputs):
         warnings.warn("the model specializes its batch size during capture; the minimized model "

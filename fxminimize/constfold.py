@@ -10,7 +10,8 @@ subgraph must start from at least one constant (``arange(16)`` is left alone: fo
 store what is now computed); a folded value that derives from a trainable parameter becomes a
 parameter itself (training the minimized model trains it); a value more than twice the size
 of the constants it is computed from is not folded (a small table expanded into a large one,
-such as an attention-bias table indexed into heads × N × N). ``minimize`` keeps the unfolded
+such as an attention-bias table indexed into heads × N × N), and a value larger than them at
+all only where a reader slices it as a weight (:func:`_worth_folding`). ``minimize`` keeps the unfolded
 capture too: if the minimized result would still store more than the input, it returns that.
 """
 from __future__ import annotations
@@ -49,6 +50,39 @@ def _pure(n: fx.Node) -> bool:
     return True
 
 
+_A = torch.ops.aten
+#: ops whose constant operands the channel rules slice as weights (a folded value read by one of
+#: these lets its reader shrink); elementwise ops count only for a per-channel vector
+_WEIGHT_READERS = {_A.linear.default, _A.addmm.default, _A.conv1d.default, _A.conv2d.default,
+                   _A.conv3d.default, _A.convolution.default, _A.layer_norm.default,
+                   _A.group_norm.default, _A.batch_norm.default,
+                   _A._native_batch_norm_legit_no_training.default, _A.mm.default,
+                   _A.matmul.default, _A.bmm.default, _A.einsum.default, _A.embedding.default}
+_ELEMENTWISE = {_A.add.Tensor, _A.sub.Tensor, _A.mul.Tensor, _A.div.Tensor}
+
+
+def _worth_folding(n: fx.Node, val: torch.Tensor, sources: dict, env: dict) -> bool:
+    """A folded value no larger than the constants it is computed from is always folded. A larger
+    one (at most twice: a qkv bias built with ``cat`` from q and v pieces) only when a reader
+    slices it as a weight: a Linear/conv/norm/matmul, or an elementwise op with a per-channel
+    vector (one dim larger than 1). Otherwise the fold would only enlarge the model (Swin's
+    relative-position bias: a 49×H table and a 256-entry index expanded to H×16×16 scores)."""
+    size = sum(sources.values())
+    if val.numel() <= size:
+        return True
+    if val.numel() > 2 * size:
+        return False
+    for u in n.users:
+        if u in env:
+            continue
+        if u.target in _WEIGHT_READERS:
+            continue
+        if u.target in _ELEMENTWISE and sum(1 for d in val.shape if d > 1) <= 1:
+            continue
+        return False
+    return True
+
+
 def fold_parameter_subgraphs(gm: fx.GraphModule) -> int:
     """Fold constant-only subgraphs of ``gm`` in place; returns how many values were folded."""
     env: dict = {}
@@ -74,8 +108,7 @@ def fold_parameter_subgraphs(gm: fx.GraphModule) -> int:
             trainable[n] = any(trainable.get(a, False) for a in n.all_input_nodes)
             sources[n] = {k: v for a in n.all_input_nodes for k, v in sources.get(a, {}).items()}
     frontier = [n for n in env if n.op == "call_function" and isinstance(env[n], torch.Tensor)
-                and any(u not in env for u in n.users)
-                and env[n].numel() <= 2 * sum(sources[n].values())]
+                and any(u not in env for u in n.users) and _worth_folding(n, env[n], sources[n], env)]
     if not frontier:
         return 0
     graph = copy.deepcopy(gm.graph)  # work on a copy: kept only if it does not store more

@@ -89,6 +89,12 @@ def constraints(gm: fx.GraphModule, plan, why: Optional[dict] = None) -> dict[st
             if plan.tracked(n.name) and plan.tracked(x.name) and plan.size[n.name] == plan.size[x.name]:
                 add(n.name, _mask(plan, x.name))
                 add(x.name, _mask(plan, n.name))
+        elif n.op == "call_function" and n.target is aten.mul.Tensor:
+            reason = "scale-zero mul outputs a module must compute with its inputs"
+            xs = [x for x in n.args[:2] if isinstance(x, fx.Node) and plan.tracked(x.name)]
+            if len(xs) == 1 and plan.tracked(n.name) and plan.size[n.name] == plan.size[xs[0].name]:
+                add(n.name, _mask(plan, xs[0].name))
+                add(xs[0].name, _mask(plan, n.name))
         elif n.op == "call_function" and n.target in _REDUCE:
             x = n.args[0]
             if plan.tracked(n.name) or not plan.tracked(x.name):

@@ -1,9 +1,11 @@
-"""Remove dead nodes and the constants no node reads any more, then regenerate the code.
+"""Remove identity gathers (a re-minimized model's gather that now selects everything), dead
+nodes and the constants no node reads any more, then regenerate the code.
 Runs last (every other pass is declared before it)."""
 from __future__ import annotations
 
 from fxminimize.ir import drop_unread_attributes
 
+from .gathers import drop_identity_gathers
 from .infra_pass import RewritePass
 
 
@@ -13,6 +15,7 @@ class Cleanup(RewritePass):
 
     def call(self, gm):
         before = len(gm.graph.nodes)
+        self.ctx.stats["gathers_dropped"] += drop_identity_gathers(gm, self.ctx.identity_gathers)
         gm.graph.eliminate_dead_code()
         removed = drop_unread_attributes(gm)
         gm.recompile()

@@ -1,11 +1,13 @@
 """Fold chains of constant-index gathers (``index_select`` of an ``index_select`` along the same
-dim) into one gather: :func:`compose_gathers`. Squeeze-Release runs it after every squeeze."""
+dim) into one gather: :func:`compose_gathers`. Squeeze-Release runs it after every squeeze.
+:func:`drop_identity_gathers` (run by the ``cleanup`` pass) removes the gathers whose index a
+rewrite made 0 … n − 1 over the whole dim (what re-minimizing a minimized model can leave)."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-__all__ = ["compose_gathers", "is_index_select"]
+__all__ = ["compose_gathers", "drop_identity_gathers", "is_index_select"]
 
 
 def is_index_select(n) -> bool:
@@ -65,3 +67,16 @@ def compose_gathers(module: nn.Module) -> int:
         graph.lint()
         module.recompile()
     return removed
+
+
+
+def drop_identity_gathers(gm, names) -> int:
+    """Make the readers of each gather named in ``names`` (its index made the identity by its
+    rewrite, :class:`~fxminimize.passes.ops.index.IndexSelectRule`) read the gather's input, the
+    same tensor; returns how many."""
+    dropped = 0
+    for n in list(gm.graph.nodes):
+        if n.name in names and is_index_select(n):
+            n.replace_all_uses_with(n.args[0])
+            dropped += 1
+    return dropped

@@ -2,7 +2,8 @@
 
 :class:`RewriteContext` is the only state that crosses passes, and it is explicit: the working
 GraphModule, the immutable :class:`~fxminimize.analysis.Plan`, and one side table, ``origin``
-(fresh attribute → the original attribute it was sliced from, read by the ``tie`` pass), plus
+(fresh attribute → the original attribute it was sliced from, read by the ``tie`` pass), the
+names of gathers a rewrite made the identity (read by ``cleanup``), plus
 the counters every pass adds to (they reach ``Report.pass_stats``). Nothing is kept in
 graph module metadata.
 
@@ -37,6 +38,8 @@ class RewriteContext:
     #: False in module mode: rewrites may resize tensors but must not add ops that the user's
     #: own modules cannot express (a Linear's gather of its kept CONST columns)
     structural: bool = True
+    #: gathers a rewrite made the identity (names): ``cleanup`` makes their readers read their input
+    identity_gathers: set = field(default_factory=set)
 
     # ------------------------------------------------------------------ reading
     def rule_of(self, n: fx.Node) -> Rule:

@@ -111,3 +111,35 @@ def test_folding_a_multi_op_weight_subgraph_warns_nothing():
         r = minimize_and_check(m, (torch.randn(2, 3, 8, 8),))
     assert not [w for w in rec if "already erased" in str(w.message)]
     assert shapes(r.module)["c.weight"] == (5, 3, 3, 3)
+
+
+class RelPosBias(nn.Module):
+    """Swin's relative-position bias: a (2W−1)² × H table indexed into H × N × N and added to the
+    attention scores. Folding it would store 2·16·16 = 512 elements for 49·2 + 256 = 354."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(0.1 * torch.randn(49, 2))
+        self.register_buffer("index", torch.randint(0, 49, (256,)))
+        self.qkv, self.proj, self.fc1, self.fc2 = nn.Linear(8, 24), nn.Linear(8, 8), nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, x):                     # x (B, 16, 8): 16 tokens, 2 heads of 4
+        B = x.shape[0]
+        q, k, v = [t.view(B, 16, 2, 4).transpose(1, 2) for t in self.qkv(x).chunk(3, -1)]
+        bias = self.table[self.index].view(16, 16, 2).permute(2, 0, 1).unsqueeze(0)
+        a = torch.softmax(q @ k.transpose(-1, -2) * 0.5 + bias, -1) @ v
+        x = x + self.proj(a.transpose(1, 2).reshape(B, 16, 8))
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_a_fold_that_would_only_enlarge_the_model_is_not_made():
+    torch.manual_seed(0)
+    m = RelPosBias().eval()
+    with torch.no_grad():
+        m.fc1.weight[:8] = 0
+        m.fc1.bias[:8] = 0                     # half the MLP dead: 8·8 + 8 + 8·8 = 136 elements
+    r = minimize_and_check(m, (torch.randn(2, 16, 8),))
+    s = shapes(r.module)
+    assert s["fc1.weight"] == (8, 8) and s["fc2.weight"] == (8, 8)
+    assert s["table"] == (49, 2) and s["index"] == (256,)   # the table stays a table
+    assert r.report.params_before - r.report.params_after >= 136

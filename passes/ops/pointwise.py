@@ -16,6 +16,7 @@ from fxminimize.ir import bind, is_tensor, shape, static_int
 from ..registry import register, register_many
 from ..rule import Rule
 from .common import _Channelwise, _nd
+from .norm import gather_outputs
 
 aten = torch.ops.aten
 
@@ -120,6 +121,14 @@ class BinaryRule(Rule):
     channel goes only if it goes in every writer and reader). A constant-tensor operand that is
     full size on the channel dim is a per-channel parameter, sliced by the rewrite. Values:
     CONST ∘ CONST = CONST; for mul, CONST(0)·x = 0 (finite x).
+
+    Scale-zero channels of a mul (:meth:`zero_scale`): y = x · p with p a constant whose slice
+    on channel c is all zero gives y_c = 0 whatever x_c is (the γ of a hand-written LayerNorm
+    ``w[:, None, None] * x̂ + b`` or RMSNorm ``w * x·rsqrt(mean x²)``, a zeroed layer scale).
+    There output c and input c are *not* coupled: output c goes when its consumers fold the
+    constant, input c stays while something else needs it (the norm's statistics). Kept outputs
+    need their inputs (K_out ⊆ K_in); when K_out ≠ K_in the rewrite computes x_K_in · p_K_in and
+    gathers K_out after it (:func:`~.norm.gather_outputs`).
     """
 
     kind = "binary"
@@ -160,7 +169,34 @@ class BinaryRule(Rule):
                     return None
         return out_ax
 
+    def zero_scale(self, cx, n):
+        """(x, mask) for ``mul.Tensor`` of one tracked operand x by a constant tensor p that is
+        full size on the channel dim, mask[c] = p's slice on channel c is all zero; else None.
+        (Only the functional mul: an in-place form keeps its operands coupled.)"""
+        if n.target is not aten.mul.Tensor:
+            return None
+        xs = [x for x in self.operands(n) if isinstance(x, fx.Node) and cx.axis_of(x) is not None]
+        ps = [x for x in self.operands(n) if isinstance(x, fx.Node) and cx.axis_of(x) is None]
+        if len(xs) != 1 or len(ps) != 1 or cx.tensor(ps[0]) is None:
+            return None
+        out_ax, C = cx.axis_of(n), cx.size_of(n)
+        k = self.aligned(n, ps[0], out_ax)
+        t = cx.tensor(ps[0])
+        if k is None or t.shape[k] != C or C == 1 or shape(xs[0])[cx.axis_of(xs[0])] != C:
+            return None
+
+        def mask():
+            flat = t.detach().movedim(k, 0).reshape(C, -1)
+            return ~(flat != 0).any(1).cpu().numpy()
+        z = cx.memo(("zero_scale", n), mask)
+        return (xs[0], z) if z.any() else None
+
     def couple(self, cx, n):
+        zs = self.zero_scale(cx, n)
+        if zs is not None:  # scale-zero outputs are their own units (class docstring)
+            idx = np.nonzero(~zs[1])[0]
+            cx.couple(zs[0], n, idx, idx, self.kind)
+            return
         for x in self.operands(n):
             if cx.axis_of(x) is not None:
                 cx.couple_identity(x, n, "residual" if self.op(n) in (aten.add.Tensor, aten.sub.Tensor) else self.kind)
@@ -215,6 +251,10 @@ class BinaryRule(Rule):
         if not plan.tracked(n.name) or not plan.native[n.name] or not plan.shrinks(n):
             return False
         out_ax, nd, C = plan.axis[n.name], len(n.meta["val"].shape), plan.size[n.name]
+        # a decoupled scale-zero mul (class docstring) computes on its input's kept channels
+        src = [x for x in n.args[:2] if isinstance(x, fx.Node) and plan.tracked(x.name)
+               and plan.size[x.name] == C]
+        keep = plan.kept(src[0]) if n.target is aten.mul.Tensor and len(src) == 1 else plan.kept(n)
         changed = False
         for x in list(n.args[:2]):
             if getattr(x, "op", None) != "get_attr":
@@ -223,7 +263,10 @@ class BinaryRule(Rule):
             k = out_ax - (nd - t.dim())
             if k < 0 or t.shape[k] != C or C == 1:
                 continue
-            ctx.replace_const(n, x, t.index_select(k, ctx.index(plan.kept(n), t)))
+            ctx.replace_const(n, x, t.index_select(k, ctx.index(keep, t)))
+            changed = True
+        if not np.array_equal(keep, plan.kept(n)):
+            gather_outputs(ctx, n, out_ax, keep, plan.kept(n))
             changed = True
         return changed
 

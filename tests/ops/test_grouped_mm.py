@@ -59,3 +59,28 @@ def test_nonzero_constant_input_is_kept():
         m.a.bias[2] = 0.5
     r = minimize_and_check(m, (torch.randn(6, 4),), batches=(1, 7, 16))
     assert shapes(r.module)["gate_up"] == (3, 6, 10) and shapes(r.module)["a.weight"] == (6, 4)
+
+
+def test_experts_with_different_dead_units_lose_the_rectangle():
+    """Expert e's dead hidden units differ from expert f's (passes/experts.py): each expert's
+    units are permuted so its dead ones come first, and min over experts of the dead count goes
+    from every expert (here 2 = min(3, 2, 2)); the other dead units stay."""
+    m = MoE(E=3, C=6, I=5).eval()
+    with torch.no_grad():
+        m.gate_up[0, :, [5 + 0, 5 + 1, 5 + 4]] = 0   # expert 0: up units 0, 1, 4 dead
+        m.down[1, [2, 3], :] = 0                     # expert 1: units 2, 3 unread (down rows)
+        m.gate_up[2, :, [1, 3]] = 0                  # expert 2: gate units 1, 3 zero (silu(0) = 0)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    r = minimize_and_check(m, (torch.randn(8, 4),), batches=(1, 7, 16))
+    s = shapes(r.module)
+    assert s["gate_up"] == (3, 6, 6) and s["down"] == (3, 3, 6)   # I: 5 → 3 in every expert
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())   # the user's model untouched
+
+
+def test_experts_without_a_common_dead_count_keep_every_unit():
+    m = MoE(E=3, C=6, I=5).eval()
+    with torch.no_grad():
+        m.gate_up[0, :, [5 + 0, 5 + 1]] = 0          # only experts 0 and 1 have dead units
+        m.down[1, [4], :] = 0
+    r = minimize_and_check(m, (torch.randn(8, 4),), batches=(1, 7, 16))
+    assert shapes(r.module)["gate_up"] == (3, 6, 10) and shapes(r.module)["down"] == (3, 5, 6)
