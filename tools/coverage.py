@@ -277,9 +277,10 @@ def _is_norm(qual: str, mod: nn.Module) -> bool:
 
 
 def mask_norm(model: nn.Module) -> dict:
-    """(b): gamma and beta of 30% of the channels of every norm module set to 0."""
+    """(b): gamma and beta of 30% of the channels of every norm module set to 0 (for a norm that
+    scales by ``1 + w``, found by probing it, w = -1: the zero scale a user pruning it would set)."""
     g = torch.Generator().manual_seed(7)
-    n = 0
+    n = shifted = 0
     with torch.no_grad():
         for qual, mod in model.named_modules():
             if not _is_norm(qual, mod):
@@ -290,8 +291,29 @@ def mask_norm(model: nn.Module) -> dict:
             b = getattr(mod, "bias", None)
             if isinstance(b, torch.Tensor) and b.shape == mod.weight.shape:
                 b[idx] = 0
+            if _scales_by_one_plus_weight(mod, idx):
+                mod.weight[idx] = -1   # Gemma-style (1 + w): the zero scale a user would set
+                shifted += 1
             n += 1
-    return {"modules": n}
+    return {"modules": n, "one_plus_weight": shifted}
+
+
+def _scales_by_one_plus_weight(mod: nn.Module, idx: torch.Tensor) -> bool:
+    """True for a custom last-dim norm whose zeroed channels are not zero but become zero with
+    w = -1 (it scales by ``1 + w``, as Gemma's RMSNorm does): probed on a random input."""
+    if isinstance(mod, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)) or not len(idx):
+        return False
+    x = torch.randn(2, 3, mod.weight.numel(), generator=torch.Generator().manual_seed(3))
+    try:
+        if mod(x)[..., idx].abs().max() == 0:
+            return False
+        saved = mod.weight[idx].clone()
+        mod.weight[idx] = -1
+        ok = bool(mod(x)[..., idx].abs().max() == 0)
+        mod.weight[idx] = saved
+        return ok
+    except Exception:  # noqa: BLE001 - not a last-dim norm: leave the zero mask as it is
+        return False
 
 
 # (up, down) child names of an MLP container
@@ -568,7 +590,7 @@ def write_doc(data: dict, path: str = DOC_PATH, json_path: str = JSON_PATH) -> N
          "mode with `use_cache=False`. Masks: **rows** = `prune.ln_structured(amount=0.3, n=2, dim=0)` "
          "on every Linear/Conv weight (dim 1 for transformers' `Conv1D`), biases kept, then "
          "`prune.remove`; **norm** = gamma and beta of 30% of the channels of every norm module set to "
-         "0; **planted** = half the hidden units of every MLP zeroed (up-projection rows and bias); its "
+         "0 (weight -1 for a norm that scales by `1 + weight`); **planted** = half the hidden units of every MLP zeroed (up-projection rows and bias); its "
          "*bound* = elements of those rows and bias entries plus the matching down-projection columns, "
          "a lower bound on what an exact minimizer must remove.", "",
          "*exact*: `minimize` verified its result and the outputs on a fresh input match "
@@ -641,9 +663,9 @@ def _esc(s) -> str:
 
 
 NOTES = [
-    "- Gemma-family RMSNorms scale by `(1 + weight)`, so the *norm* mask (weight set to 0, as the "
-    "brief states it) leaves those channels at scale 1: it prunes nothing there, which is how a user "
-    "zeroing norm weights would see it too.",
+    "- Gemma-family RMSNorms scale by `(1 + weight)`: the *norm* mask finds such norms by probing "
+    "them (the zeroed channels are not zero, and are with weight -1) and sets weight = -1 there, the "
+    "zero scale a user pruning those norms would set (the `one_plus_weight` count in the row's mask info).",
     "- Mixture-of-experts models (Mixtral, Qwen2-MoE) keep their experts in fused 3-D parameters "
     "(`gate_up_proj` (E, 2I, H), `down_proj` (E, H, I)) in transformers 5.x: the *rows* mask touches "
     "only Linear/Conv modules (router, attention, shared expert); the *planted* mask zeroes the "
