@@ -69,3 +69,46 @@ def test_tables_label_missing_seeds_and_methods_partial(tmp_path):
     assert "| 86.00 ± 1.41 | 87.00 ± 1.41 | 20 | 0, 1 |" in sr_row, sr_row
     full = run_tool("reproduce_tables.py", ["--fc", str(path), "--table", "fc", "--seeds", "0", "1"])
     assert "PARTIAL (missing: unstructured magnitude (never minimized; nonzeros): seeds 0, 1)" in full
+
+
+def test_levers_reuse_the_dense_model_and_distil(tmp_path):
+    """``--dense-from`` starts a lever run from an earlier run's dense model (same record, same
+    weights, so the same options reproduce the same Squeeze-Release run), refuses a run whose
+    dense options differ; ``--distill`` changes the training after the dense model only."""
+    import pytest
+
+    _dataset(tmp_path)
+    common = ["--data-dir", str(tmp_path), "--val-size", "128", "--seeds", "0", "--criterion", "unit",
+              "--shrink", "0.7", "--cycle-ratios", "2", "--shrink-steps", "8", "--max-cycles", "1", "--dense-epochs", "2",
+              "--ft-epochs", "1", "--train-epochs", "1", "--floor", "0", "--report-ratios", "2", "--no-progress",
+              "--methods", "scratch"]
+
+    def go(name, *extra):
+        out = tmp_path / f"{name}.json"
+        run_tool("reproduce_fc.py", common + ["--out", str(out), "--ckpt-dir", str(tmp_path / name), *extra])
+        return json.loads(out.read_text())["runs"][0]
+
+    base = go("base")
+    again = go("again", "--dense-from", str(tmp_path / "base.json"))
+    assert again["dense"]["reused_from"] == str(tmp_path / "base.json")
+    assert {k: v for k, v in again["dense"].items() if k != "reused_from"} == base["dense"]
+    assert (tmp_path / "again" / "fc_seed0" / "dense.pt").read_bytes() == (tmp_path / "base" / "fc_seed0" / "dense.pt").read_bytes()
+    key = [(h["accuracy"], h["params"], h["release_drift"]) for h in base["squeeze_release"]["history"]]
+    assert [(h["accuracy"], h["params"], h["release_drift"]) for h in again["squeeze_release"]["history"]] == key
+    assert again["baselines"]["scratch"][0]["accuracy"] == base["baselines"]["scratch"][0]["accuracy"]
+    kd = go("kd", "--dense-from", str(tmp_path / "base.json"), "--distill", "0.9", "--distill-temperature", "2")
+    assert kd["dense"]["accuracy"] == base["dense"]["accuracy"]
+    # the masked fine-tuning before the squeeze distils: the weights it leaves differ, and so does
+    # how far the release moves their function (a float that any weight change moves)
+    assert kd["squeeze_release"]["history"][1]["release_drift"] != base["squeeze_release"]["history"][1]["release_drift"]
+    # the lever table: validation only, Squeeze-Release against its own run's scratch network
+    text = run_tool("reproduce_tables.py", ["--levers", str(tmp_path / "kd.json"), "--base", str(tmp_path / "base.json")])
+    kd_row = next(line for line in text.splitlines() if line.startswith("| kd.json"))
+    c = kd["report_cycles"]["2.0"]
+    a = next(h for h in kd["squeeze_release"]["history"] if h["cycle"] == c)["accuracy"] * 100
+    b = kd["baselines"]["scratch"][0]["accuracy"] * 100
+    assert "distillation from dense (alpha 0.9, T 2.0)" in kd_row and f"{a:.2f} / {b:.2f} / {a - b:+.2f}" in kd_row
+    assert "test" not in text
+    with pytest.raises(Exception, match="trained differently"):
+        run_tool("reproduce_fc.py", common + ["--out", str(tmp_path / "bad.json"), "--ckpt-dir", str(tmp_path / "bad"),
+                                              "--dense-from", str(tmp_path / "base.json"), "--lr", "3e-3"])
