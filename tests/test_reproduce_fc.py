@@ -101,6 +101,11 @@ def test_levers_reuse_the_dense_model_and_distil(tmp_path):
     # the masked fine-tuning before the squeeze distils: the weights it leaves differ, and so does
     # how far the release moves their function (a float that any weight change moves)
     assert kd["squeeze_release"]["history"][1]["release_drift"] != base["squeeze_release"]["history"][1]["release_drift"]
+    # the structured criterion (lever): whole pixels and neurons go, next to nothing is left to release
+    neuron = go("neuron", "--dense-from", str(tmp_path / "base.json"), "--criterion", "neuron", "--methods")
+    rec = neuron["squeeze_release"]["history"][1]
+    assert rec["ratio"] >= 1.9 and rec["released"] < 0.02 * rec["params"], rec
+    assert base["squeeze_release"]["history"][1]["released"] > 0.3 * rec["params"]
     # the lever table: validation only, Squeeze-Release against its own run's scratch network
     text = run_tool("reproduce_tables.py", ["--levers", str(tmp_path / "kd.json"), "--base", str(tmp_path / "base.json")])
     kd_row = next(line for line in text.splitlines() if line.startswith("| kd.json"))

@@ -50,7 +50,32 @@ from fxminimize.training.data import VAL_SIZE, TensorLoader, load_fashion_mnist_
 from fxminimize.testing.zoo import LeNet300100
 
 log = logging.getLogger("reproduce_fc")
-CRITERIA = {"magnitude": sr.magnitude_scores, "lamp": sr.lamp_scores, "unit": sr.unit_scores}
+
+
+def neuron_scores(model: nn.Module, params: dict) -> dict:
+    """Structured criterion for LeNet-300-100 (``fc1``-``fc2``-``fc3``, also after squeezes): whole
+    input pixels and hidden neurons, nothing inside them. Each unit gets a score (pixel ``j``: the
+    L2 norm of ``fc1`` column ``j``; hidden neuron: the product of the norms of its incoming row
+    and outgoing column; each relative to its group's mean); every weight entry scores the
+    *lower* of its two units (``fc3``: its hidden unit; the 10 outputs never go). A global
+    threshold then zeroes exactly the entries of the units below it, so the squeeze removes whole
+    units and leaves no zero inside a kept tensor (but for the one unit a prune fraction may cut
+    through, its entries tied): next to nothing to release, every kept weight a trained one."""
+    w = [params[f"fc{i}.weight"].detach().float() for i in (1, 2, 3)]
+
+    def rel(v):
+        return v / v.mean().clamp_min(1e-30)
+
+    pix = rel(w[0].norm(dim=0))
+    h1 = rel(w[0].norm(dim=1)) * rel(w[1].norm(dim=0))
+    h2 = rel(w[1].norm(dim=1)) * rel(w[2].norm(dim=0))
+    return {"fc1.weight": torch.minimum(h1[:, None], pix[None, :]),
+            "fc2.weight": torch.minimum(h2[:, None], h1[None, :]),
+            "fc3.weight": h2[None, :].expand_as(w[2]).clone()}
+
+
+CRITERIA = {"magnitude": sr.magnitude_scores, "lamp": sr.lamp_scores, "unit": sr.unit_scores,
+            "neuron": neuron_scores}
 
 
 class GatherMLP(nn.Module):

@@ -3,6 +3,8 @@
 # dense models of the shortest-budget comparison (tools/results/fc_matched.json, --dense-from; its
 # --ckpt-dir must still hold them) and changes only what follows the dense model, for
 # Squeeze-Release and for the best baseline there (same shape from scratch) alike:
+#   neuron         structured criterion (reproduce_fc.neuron_scores): whole pixels and neurons only, every kept
+#                  weight a trained one, next to nothing to release; scratch is rerun (the shapes it picks differ)
 #   rs0.3, rs1.0   release scale 0.3 / 1.0 (N(0, (scale * sigma)^2) for the released zeros; default 0.05);
 #                  Squeeze-Release only: the scratch network has no zeros to release
 #   kd0.5          distillation from the seed's dense model (alpha 0.5, T 4) in every training call after it
@@ -21,7 +23,8 @@ lever() {  # name, options...
   local name=$1; shift
   nice -n 19 "$py" tools/reproduce_fc.py "${common[@]}" "$@" --out "$out/fc_$name.json" --ckpt-dir "$out/ckpt_$name"
 }
-lever rs0.3 --train-epochs 4 --release-scale 0.3 --methods
+lever neuron --train-epochs 4 --criterion neuron --methods scratch
 lever kd0.5 --train-epochs 4 --distill 0.5 --methods scratch
+lever rs0.3 --train-epochs 4 --release-scale 0.3 --methods
 lever rs1.0 --train-epochs 4 --release-scale 1.0 --methods
 lever ep8 --train-epochs 8 --methods scratch

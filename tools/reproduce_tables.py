@@ -112,7 +112,8 @@ def cycles(results: dict) -> str:
 def lever_name(results: dict) -> str:
     """What a run of tools/reproduce_levers.sh changed, read from its recorded options."""
     a = results.get("args", {})
-    parts = [f"release scale {a.get('release_scale')}", f"{a.get('train_epochs')} epochs after release"]
+    parts = [f"criterion {a.get('criterion')}", f"release scale {a.get('release_scale')}",
+             f"{a.get('train_epochs')} epochs after release"]
     if a.get("distill"):
         parts.append(f"distillation from dense (alpha {a['distill']}, T {a.get('distill_temperature')})")
     return ", ".join(parts)
