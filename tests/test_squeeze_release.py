@@ -384,6 +384,7 @@ def test_readme_squeeze_release_example_runs(tmp_path, monkeypatch):
     model = _mlp()
     train_fn(model, adam(model.parameters()), 5, {"phase": "dense"})
     ns = {"torch": torch, "model": model, "example_inputs": (X[:8],), "x_test": X, "y_test": Y,
+          "x_train": X, "y_train": Y,   # for a snippet that holds out its own validation split (docs/results.md's)
           "loader": [(X[i:i + 64], Y[i:i + 64]) for i in range(0, X.shape[0], 64)]}
     exec(compile(code, "README.md", "exec"), ns)
     result = ns["result"]
