@@ -117,3 +117,30 @@ def test_levers_reuse_the_dense_model_and_distil(tmp_path):
     with pytest.raises(Exception, match="trained differently"):
         run_tool("reproduce_fc.py", common + ["--out", str(tmp_path / "bad.json"), "--ckpt-dir", str(tmp_path / "bad"),
                                               "--dense-from", str(tmp_path / "base.json"), "--lr", "3e-3"])
+
+
+def test_lever_table_pairs_only_runs_of_the_same_size_and_budget(tmp_path):
+    """reproduce_tables.py --levers: a lever run without scratch rows is compared with the base
+    run's (marked "(base)"); a run stopped early (no cycle of the reported size) says so instead of
+    being paired with a scratch network of another size; the base is averaged over the levers' seeds."""
+    def run(seed, cycles, scratch=None, stop_at=None):
+        hist = [{"cycle": 0, "ratio": 1.0, "params": 100, "accuracy": 0.9, "epochs_seen": 10}]
+        hist += [{"cycle": c, "ratio": 10.0 * c, "params": 10, "accuracy": a, "epochs_seen": 10 + 5 * c}
+                 for c, a in cycles]
+        r = {"seed": seed, "squeeze_release": {"history": hist, "done": True},
+             "report_cycles": {"10.0": 1, "20.0": stop_at or 2}, "baselines": {}}
+        if scratch:
+            r["baselines"]["scratch"] = [{"cycle": c, "accuracy": a, "epochs_seen": 10 + 5 * c} for c, a in scratch]
+        return r
+
+    base = {"args": {"report_ratios": [10.0, 20.0], "release_scale": 0.05},
+            "runs": [run(0, [(1, 0.80), (2, 0.70)], [(1, 0.85), (2, 0.75)]),
+                     run(1, [(1, 0.90), (2, 0.80)], [(1, 0.95), (2, 0.85)])]}
+    lever = {"args": {"release_scale": 1.0}, "runs": [run(0, [(1, 0.60)], stop_at=1)]}
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "lever.json").write_text(json.dumps(lever))
+    text = run_tool("reproduce_tables.py", ["--levers", str(tmp_path / "lever.json"), "--base", str(tmp_path / "base.json")])
+    base_row = next(line for line in text.splitlines() if line.startswith("| base.json"))
+    lever_row = next(line for line in text.splitlines() if line.startswith("| lever.json"))
+    assert "80.00 / 85.00 / -5.00 | 70.00 / 75.00 / -5.00 |" in base_row and base_row.endswith("| 0 |"), base_row
+    assert "60.00 / 85.00 (base) / -25.00 | stopped early: seed 0 60.00 at 10.0x |" in lever_row, lever_row

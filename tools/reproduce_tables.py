@@ -143,8 +143,13 @@ def levers(paths: List[str], base: str, seeds: Optional[List[int]] = None) -> st
             mine, theirs = rows_at(res, k), rows_at(ref, k)
             scr, mark = (mine["scratch"], "") if mine["scratch"] else (theirs["scratch"], " (base)")
             by_seed = {r["seed"]: r for r in scr}
-            pairs = [(r, by_seed[r["seed"]]) for r in mine["squeeze_release"]
-                     if r["seed"] in by_seed and (seeds is None or r["seed"] in seeds)]
+            mine_sr = [r for r in mine["squeeze_release"] if seeds is None or r["seed"] in seeds]
+            pairs = [(r, by_seed[r["seed"]]) for r in mine_sr
+                     if r["seed"] in by_seed and r["epochs_seen"] == by_seed[r["seed"]]["epochs_seen"]]
+            if len(pairs) < len(mine_sr):  # a run that stopped early (the floor) has no cycle of that size
+                cells.append("stopped early: " + ", ".join(f"seed {r['seed']} {100 * r['accuracy']:.2f} at "
+                                                           f"{r['ratio']:.1f}x" for r in mine_sr))
+                continue
             if not pairs:
                 cells.append("—")
                 continue
