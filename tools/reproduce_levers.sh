@@ -9,6 +9,8 @@
 #                  Squeeze-Release only: the scratch network has no zeros to release
 #   kd0.5          distillation from the seed's dense model (alpha 0.5, T 4) in every training call after it
 #   ep8            8 epochs after each release instead of 4 (every baseline's budget grows with it)
+#   rs0            release scale 0: released entries start at exactly 0 (trainable); Squeeze-Release only
+#   neuron_ep8     the two levers that helped on seed 0, together
 # Usage: tools/reproduce_levers.sh OUTDIR SEED... (one process at a time, niced; rerun to resume)
 #   python tools/reproduce_tables.py --levers OUTDIR/fc_*.json --base tools/results/fc_matched.json
 set -e
@@ -28,3 +30,5 @@ lever kd0.5 --train-epochs 4 --distill 0.5 --methods scratch
 lever rs0.3 --train-epochs 4 --release-scale 0.3 --methods
 lever rs1.0 --train-epochs 4 --release-scale 1.0 --methods
 lever ep8 --train-epochs 8 --methods scratch
+lever rs0 --train-epochs 4 --release-scale 0 --methods
+lever neuron_ep8 --train-epochs 8 --criterion neuron --methods scratch
