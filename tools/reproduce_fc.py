@@ -22,6 +22,11 @@ Per seed (:func:`fxminimize.training.comparison.run_comparison`):
     magnitude pruning to as many nonzeros as that cycle stores elements, never minimized);
     see :mod:`fxminimize.training.baselines`.
 
+Levers (tools/reproduce_levers.sh; docs/results.md "Levers"): ``--criterion neuron`` (whole pixels
+and neurons, :func:`neuron_scores`), ``--distill ALPHA`` (every training call after the dense
+model distils from it, every method alike), ``--release-scale``, ``--train-epochs``;
+``--dense-from JSON`` starts from an earlier run's dense models instead of retraining them.
+
 Deployable size = every stored element of the minimized dense model (zeros and the int64 index
 of kept pixels included). ``--out`` is rewritten after every finished piece; the same command
 again resumes (finished pieces kept, unfinished ones from ``--ckpt-dir``). Tables and plots:
