@@ -69,3 +69,78 @@ def test_tables_label_missing_seeds_and_methods_partial(tmp_path):
     assert "| 86.00 ± 1.41 | 87.00 ± 1.41 | 20 | 0, 1 |" in sr_row, sr_row
     full = run_tool("reproduce_tables.py", ["--fc", str(path), "--table", "fc", "--seeds", "0", "1"])
     assert "PARTIAL (missing: unstructured magnitude (never minimized; nonzeros): seeds 0, 1)" in full
+
+
+def test_levers_reuse_the_dense_model_and_distil(tmp_path):
+    """``--dense-from`` starts a lever run from an earlier run's dense model (same record, same
+    weights, so the same options reproduce the same Squeeze-Release run), refuses a run whose
+    dense options differ; ``--distill`` changes the training after the dense model only."""
+    import pytest
+
+    _dataset(tmp_path)
+    common = ["--data-dir", str(tmp_path), "--val-size", "128", "--seeds", "0", "--criterion", "unit",
+              "--shrink", "0.7", "--cycle-ratios", "2", "--shrink-steps", "8", "--max-cycles", "1", "--dense-epochs", "2",
+              "--ft-epochs", "1", "--train-epochs", "1", "--floor", "0", "--report-ratios", "2", "--no-progress",
+              "--methods", "scratch"]
+
+    def go(name, *extra):
+        out = tmp_path / f"{name}.json"
+        run_tool("reproduce_fc.py", common + ["--out", str(out), "--ckpt-dir", str(tmp_path / name), *extra])
+        return json.loads(out.read_text())["runs"][0]
+
+    base = go("base")
+    again = go("again", "--dense-from", str(tmp_path / "base.json"))
+    assert again["dense"]["reused_from"] == str(tmp_path / "base.json")
+    assert {k: v for k, v in again["dense"].items() if k != "reused_from"} == base["dense"]
+    assert (tmp_path / "again" / "fc_seed0" / "dense.pt").read_bytes() == (tmp_path / "base" / "fc_seed0" / "dense.pt").read_bytes()
+    key = [(h["accuracy"], h["params"], h["release_drift"]) for h in base["squeeze_release"]["history"]]
+    assert [(h["accuracy"], h["params"], h["release_drift"]) for h in again["squeeze_release"]["history"]] == key
+    assert again["baselines"]["scratch"][0]["accuracy"] == base["baselines"]["scratch"][0]["accuracy"]
+    kd = go("kd", "--dense-from", str(tmp_path / "base.json"), "--distill", "0.9", "--distill-temperature", "2")
+    assert kd["dense"]["accuracy"] == base["dense"]["accuracy"]
+    # the masked fine-tuning before the squeeze distils: the weights it leaves differ, and so does
+    # how far the release moves their function (a float that any weight change moves)
+    assert kd["squeeze_release"]["history"][1]["release_drift"] != base["squeeze_release"]["history"][1]["release_drift"]
+    # the structured criterion (lever): whole pixels and neurons go, next to nothing is left to release
+    neuron = go("neuron", "--dense-from", str(tmp_path / "base.json"), "--criterion", "neuron", "--methods")
+    rec = neuron["squeeze_release"]["history"][1]
+    assert rec["ratio"] >= 1.9 and rec["released"] < 0.02 * rec["params"], rec
+    assert base["squeeze_release"]["history"][1]["released"] > 0.3 * rec["params"]
+    # the lever table: validation only, Squeeze-Release against its own run's scratch network
+    text = run_tool("reproduce_tables.py", ["--levers", str(tmp_path / "kd.json"), "--base", str(tmp_path / "base.json")])
+    kd_row = next(line for line in text.splitlines() if line.startswith("| kd.json"))
+    c = kd["report_cycles"]["2.0"]
+    a = next(h for h in kd["squeeze_release"]["history"] if h["cycle"] == c)["accuracy"] * 100
+    b = kd["baselines"]["scratch"][0]["accuracy"] * 100
+    assert "distillation from dense (alpha 0.9, T 2.0)" in kd_row and f"{a:.2f} / {b:.2f} / {a - b:+.2f}" in kd_row
+    assert "test" not in text
+    with pytest.raises(Exception, match="trained differently"):
+        run_tool("reproduce_fc.py", common + ["--out", str(tmp_path / "bad.json"), "--ckpt-dir", str(tmp_path / "bad"),
+                                              "--dense-from", str(tmp_path / "base.json"), "--lr", "3e-3"])
+
+
+def test_lever_table_pairs_only_runs_of_the_same_size_and_budget(tmp_path):
+    """reproduce_tables.py --levers: a lever run without scratch rows is compared with the base
+    run's (marked "(base)"); a run stopped early (no cycle of the reported size) says so instead of
+    being paired with a scratch network of another size; the base is averaged over the levers' seeds."""
+    def run(seed, cycles, scratch=None, stop_at=None):
+        hist = [{"cycle": 0, "ratio": 1.0, "params": 100, "accuracy": 0.9, "epochs_seen": 10}]
+        hist += [{"cycle": c, "ratio": 10.0 * c, "params": 10, "accuracy": a, "epochs_seen": 10 + 5 * c}
+                 for c, a in cycles]
+        r = {"seed": seed, "squeeze_release": {"history": hist, "done": True},
+             "report_cycles": {"10.0": 1, "20.0": stop_at or 2}, "baselines": {}}
+        if scratch:
+            r["baselines"]["scratch"] = [{"cycle": c, "accuracy": a, "epochs_seen": 10 + 5 * c} for c, a in scratch]
+        return r
+
+    base = {"args": {"report_ratios": [10.0, 20.0], "release_scale": 0.05},
+            "runs": [run(0, [(1, 0.80), (2, 0.70)], [(1, 0.85), (2, 0.75)]),
+                     run(1, [(1, 0.90), (2, 0.80)], [(1, 0.95), (2, 0.85)])]}
+    lever = {"args": {"release_scale": 1.0}, "runs": [run(0, [(1, 0.60)], stop_at=1)]}
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "lever.json").write_text(json.dumps(lever))
+    text = run_tool("reproduce_tables.py", ["--levers", str(tmp_path / "lever.json"), "--base", str(tmp_path / "base.json")])
+    base_row = next(line for line in text.splitlines() if line.startswith("| base.json"))
+    lever_row = next(line for line in text.splitlines() if line.startswith("| lever.json"))
+    assert "80.00 / 85.00 / -5.00 | 70.00 / 75.00 / -5.00 |" in base_row and base_row.endswith("| 0 |"), base_row
+    assert "60.00 / 85.00 (base) / -25.00 | stopped early: seed 0 60.00 at 10.0x |" in lever_row, lever_row

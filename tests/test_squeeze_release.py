@@ -398,12 +398,37 @@ def test_readme_squeeze_release_example_runs(tmp_path, monkeypatch):
     model = _mlp()
     train_fn(model, adam(model.parameters()), 5, {"phase": "dense"})
     ns = {"torch": torch, "model": model, "example_inputs": (X[:8],), "x_test": X, "y_test": Y,
+          "x_train": X, "y_train": Y,   # for a snippet that holds out its own validation split (docs/results.md's)
           "loader": [(X[i:i + 64], Y[i:i + 64]) for i in range(0, X.shape[0], 64)]}
     exec(compile(code, "README.md", "exec"), ns)
     result = ns["result"]
     assert result.history[-1].ratio > 2.0, [r.line() for r in result.history]
     assert len(result.history) >= 2 and os.path.exists(os.path.join("runs", "sr", "history.json"))
     assert sr.deployable_size(result.module) == result.history[-1].params
+
+
+def test_results_doc_validation_example_runs(tmp_path, monkeypatch):
+    """docs/results.md's snippet (every choice on a held-out split, the test set read once at the
+    end), run as written on synthetic data: the records' accuracy is the held-out split's."""
+    import re
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "results.md")).read()
+    code = re.search(r"```python\n(.*?)```", doc.split("## Choosing on validation", 1)[1], re.S).group(1)
+    assert "x_test" not in code.split("result = run.run()")[0]   # nothing before the end reads the test set
+    monkeypatch.chdir(tmp_path)
+    x, y = _data(720)
+    model = _mlp()
+    train_fn(model, adam(model.parameters()), 5, {"phase": "dense"})
+    ns = {"torch": torch, "model": model, "example_inputs": (x[:8],), "x_train": x[:600], "y_train": y[:600],
+          "x_test": x[600:], "y_test": y[600:]}
+    exec(compile(code, "docs/results.md", "exec"), ns)
+    result = ns["result"]
+    assert result.history[-1].ratio > 2.0, [r.line() for r in result.history]
+    assert result.history[-1].accuracy == sr.accuracy(result.module, x[500:600], y[500:600])
+    assert ns["test_acc"] == sr.accuracy(result.module, x[600:], y[600:])
+    with pytest.raises(ValueError, match="validation size"):
+        sr.holdout(x, y, 720)
+    with pytest.raises(ValueError, match="examples"):
+        sr.holdout(x, y[:5], 10)
 
 
 def test_per_cycle_epochs_sequence():

@@ -55,7 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reproduce_fc import add_common_args, run_seeds  # noqa: E402
+from reproduce_fc import add_common_args, dense_teacher, reuse_dense, run_seeds  # noqa: E402
 
 from fxminimize import training as sr  # noqa: E402
 from fxminimize.training.comparison import run_comparison  # noqa: E402
@@ -385,13 +385,18 @@ def run_seed(seed: int, args, data, state: dict, save) -> dict:
         return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
 
     loader = TensorLoader(xtr, ytr, args.batch, seed=seed)
+    ckpt_dir = os.path.join(args.ckpt_dir, f"cnn_seed{seed}")
+    reuse_dense(args, seed, state, ckpt_dir, f"cnn_seed{seed}")
+    if "dense" in state:  # reused or resumed: the batches that follow are the ones a run from scratch draws next
+        loader.epoch = args.dense_epochs
+    teacher = dense_teacher(args, ckpt_dir, lambda: ConvNeXtFM(args.dims, depths))
 
     def train_fn(model, opt, epochs, info):
         # label smoothing (if asked) for everything after the dense model: cycles and every baseline
         ls = args.label_smoothing if info.get("phase") != "dense" else 0.0
         sr.train_epochs(model, opt, loader, epochs, desc=f"seed {seed} {info.get('phase', '')} c{info.get('cycle', '')}",
                         progress=not args.no_progress, lr_schedule=args.lr_schedule,
-                        loss_fn=functools.partial(F.cross_entropy, label_smoothing=ls))
+                        loss_fn=functools.partial(F.cross_entropy, label_smoothing=ls), **teacher(info.get("phase")))
 
     def eval_fn(model):   # validation: the only figure any choice may read
         return sr.accuracy(model, xva, yva, batch_size=500)
@@ -444,8 +449,7 @@ def run_seed(seed: int, args, data, state: dict, save) -> dict:
     return run_comparison(state, save, make_dense=make_dense, dense_epochs=args.dense_epochs, example_inputs=example,
                           train_fn=train_fn, eval_fn=eval_fn, test_fn=test_fn, optimizer_fn=optimizer_fn,
                           sr_kwargs=sr_kwargs, report_ratios=args.report_ratios, methods=args.methods,
-                          target_prune=target_prune, build_same_shape=build_same_shape,
-                          ckpt_dir=os.path.join(args.ckpt_dir, f"cnn_seed{seed}"))
+                          target_prune=target_prune, build_same_shape=build_same_shape, ckpt_dir=ckpt_dir)
 
 
 def main(argv=None) -> None:

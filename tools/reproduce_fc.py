@@ -22,6 +22,11 @@ Per seed (:func:`fxminimize.training.comparison.run_comparison`):
     magnitude pruning to as many nonzeros as that cycle stores elements, never minimized);
     see :mod:`fxminimize.training.baselines`.
 
+Levers (tools/reproduce_levers.sh; docs/results.md "Levers"): ``--criterion neuron`` (whole pixels
+and neurons, :func:`neuron_scores`), ``--distill ALPHA`` (every training call after the dense
+model distils from it, every method alike), ``--release-scale``, ``--train-epochs``;
+``--dense-from JSON`` starts from an earlier run's dense models instead of retraining them.
+
 Deployable size = every stored element of the minimized dense model (zeros and the int64 index
 of kept pixels included). ``--out`` is rewritten after every finished piece; the same command
 again resumes (finished pieces kept, unfinished ones from ``--ckpt-dir``). Tables and plots:
@@ -50,7 +55,32 @@ from fxminimize.training.data import VAL_SIZE, TensorLoader, load_fashion_mnist_
 from fxminimize.testing.zoo import LeNet300100
 
 log = logging.getLogger("reproduce_fc")
-CRITERIA = {"magnitude": sr.magnitude_scores, "lamp": sr.lamp_scores, "unit": sr.unit_scores}
+
+
+def neuron_scores(model: nn.Module, params: dict) -> dict:
+    """Structured criterion for LeNet-300-100 (``fc1``-``fc2``-``fc3``, also after squeezes): whole
+    input pixels and hidden neurons, nothing inside them. Each unit gets a score (pixel ``j``: the
+    L2 norm of ``fc1`` column ``j``; hidden neuron: the product of the norms of its incoming row
+    and outgoing column; each relative to its group's mean); every weight entry scores the
+    *lower* of its two units (``fc3``: its hidden unit; the 10 outputs never go). A global
+    threshold then zeroes exactly the entries of the units below it, so the squeeze removes whole
+    units and leaves no zero inside a kept tensor (but for the one unit a prune fraction may cut
+    through, its entries tied): next to nothing to release, every kept weight a trained one."""
+    w = [params[f"fc{i}.weight"].detach().float() for i in (1, 2, 3)]
+
+    def rel(v):
+        return v / v.mean().clamp_min(1e-30)
+
+    pix = rel(w[0].norm(dim=0))
+    h1 = rel(w[0].norm(dim=1)) * rel(w[1].norm(dim=0))
+    h2 = rel(w[1].norm(dim=1)) * rel(w[2].norm(dim=0))
+    return {"fc1.weight": torch.minimum(h1[:, None], pix[None, :]),
+            "fc2.weight": torch.minimum(h2[:, None], h1[None, :]),
+            "fc3.weight": h2[None, :].expand_as(w[2]).clone()}
+
+
+CRITERIA = {"magnitude": sr.magnitude_scores, "lamp": sr.lamp_scores, "unit": sr.unit_scores,
+            "neuron": neuron_scores}
 
 
 class GatherMLP(nn.Module):
@@ -110,13 +140,19 @@ def run_seed(seed: int, args, data, state: dict, save) -> dict:
         return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd if args.small_wd is None else args.small_wd)
 
     loader = TensorLoader(xtr, ytr, args.batch, seed=seed)
+    ckpt_dir = os.path.join(args.ckpt_dir, f"fc_seed{seed}")
+    reuse_dense(args, seed, state, ckpt_dir, f"fc_seed{seed}")
+    if "dense" in state:  # reused or resumed: the batches that follow are the ones a run from scratch draws next
+        loader.epoch = args.dense_epochs
+    teacher = dense_teacher(args, ckpt_dir, LeNet300100)
 
     def train_fn(model, opt, epochs, info):
         phase = info.get("phase", "")
         ls = args.label_smoothing if phase != "dense" or args.dense_label_smoothing else 0.0
         sr.train_epochs(model, opt, loader, epochs, desc=f"seed {seed} {phase} c{info.get('cycle', '')}",
                         progress=not args.no_progress, lr_schedule=args.lr_schedule,
-                        loss_fn=functools.partial(F.cross_entropy, label_smoothing=ls))
+                        loss_fn=functools.partial(F.cross_entropy, label_smoothing=ls),
+                        **teacher(phase))
 
     def eval_fn(model):   # validation: the only figure any choice (floor, reported cycle) may read
         return sr.accuracy(model, xva, yva)
@@ -154,8 +190,53 @@ def run_seed(seed: int, args, data, state: dict, save) -> dict:
                           train_fn=train_fn, eval_fn=eval_fn, test_fn=test_fn, optimizer_fn=optimizer_fn,
                           dense_optimizer_fn=dense_optimizer_fn, sr_kwargs=sr_kwargs,
                           report_ratios=args.report_ratios, methods=args.methods, target_prune=target_prune,
-                          build_same_shape=build_same_shape,
-                          ckpt_dir=os.path.join(args.ckpt_dir, f"fc_seed{seed}"))
+                          build_same_shape=build_same_shape, ckpt_dir=ckpt_dir)
+
+
+#: the options that make two runs' dense models the same (``--dense-from`` checks them)
+DENSE_KEYS = ("dense_epochs", "lr", "wd", "batch", "train_limit", "val_size", "lr_schedule", "dense_label_smoothing",
+              "data_dir", "dims", "depths")
+
+
+def reuse_dense(args, seed: int, state: dict, ckpt_dir: str, sub: str) -> None:
+    """``--dense-from SRC.json``: start this seed from the dense model another run of the same
+    tool trained (its ``dense`` record and ``<its --ckpt-dir>/<sub>/dense.pt``), so that a run
+    that changes only what happens after the dense model (a lever) does not retrain it. Refused
+    unless every option in :data:`DENSE_KEYS` is the same in both runs."""
+    import shutil
+
+    if not args.dense_from or "dense" in state:
+        return
+    with open(args.dense_from) as f:
+        src = json.load(f)
+    mine = vars(args)
+    diff = {k: (src["args"].get(k), mine.get(k)) for k in DENSE_KEYS if src["args"].get(k) != mine.get(k)}
+    if diff:
+        raise SystemExit(f"--dense-from {args.dense_from}: its dense model was trained differently: {diff}")
+    run = next((r for r in src["runs"] if r["seed"] == seed and "dense" in r), None)
+    if run is None:
+        raise SystemExit(f"--dense-from {args.dense_from} has no dense model for seed {seed}")
+    os.makedirs(ckpt_dir, exist_ok=True)
+    shutil.copyfile(os.path.join(src["args"]["ckpt_dir"], sub, "dense.pt"), os.path.join(ckpt_dir, "dense.pt"))
+    state["dense"] = dict(run["dense"], reused_from=args.dense_from)
+    log.info("seed %d: dense model reused from %s", seed, args.dense_from)
+
+
+def dense_teacher(args, ckpt_dir: str, build):
+    """``phase -> train_epochs keywords``: with ``--distill ALPHA`` every training call after the
+    dense model (Squeeze-Release's and every baseline's alike) distils from this seed's dense
+    model (``build()`` with ``ckpt_dir/dense.pt``, read when first needed); none otherwise."""
+    cache = {}
+
+    def kwargs(phase: str) -> dict:
+        if not args.distill or phase == "dense":
+            return {}
+        if "t" not in cache:
+            t = build()
+            t.load_state_dict(torch.load(os.path.join(ckpt_dir, "dense.pt"), weights_only=True))
+            cache["t"] = t.eval().requires_grad_(False)
+        return dict(teacher=cache["t"], distill_alpha=args.distill, distill_temperature=args.distill_temperature)
+    return kwargs
 
 
 def add_common_args(ap: argparse.ArgumentParser) -> None:
@@ -183,6 +264,13 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", required=True, help="JSON results, rewritten after every finished piece")
     ap.add_argument("--ckpt-dir", required=True, help="checkpoints: a run resumes from them")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--distill", type=float, default=0.0, metavar="ALPHA",
+                    help="lever: every training call after the dense model (Squeeze-Release and every baseline) "
+                         "distils from the seed's dense model with weight ALPHA (0: off)")
+    ap.add_argument("--distill-temperature", type=float, default=4.0)
+    ap.add_argument("--dense-from", default=None, metavar="JSON",
+                    help="reuse the dense models of an earlier run of this tool (its JSON; its --ckpt-dir must "
+                         "still hold them): refused unless the dense training options are the same")
 
 
 def main(argv=None) -> None:

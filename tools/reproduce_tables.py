@@ -3,6 +3,7 @@
     python tools/reproduce_tables.py --fc tools/results/fc_matched.json --table fc
     python tools/reproduce_tables.py --cnn tools/results/cnn_matched.json --table cnn
     python tools/reproduce_tables.py --fc tools/results/fc_matched.json --plot docs/results_fc_matched.png
+    python tools/reproduce_tables.py --levers tools/results/fc_lever_*.json --base tools/results/fc_matched.json
 
 One table per reported size (the ``report_cycles`` of each seed: the Squeeze-Release cycle nearest
 each ``--report-ratios`` value by size). Rows: Squeeze-Release and each baseline at that cycle's
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics as st
 from typing import Dict, List, Optional
 
@@ -107,6 +109,61 @@ def cycles(results: dict) -> str:
     return "\n".join(out)
 
 
+def lever_name(results: dict) -> str:
+    """What a run of tools/reproduce_levers.sh changed, read from its recorded options."""
+    a = results.get("args", {})
+    parts = [f"criterion {a.get('criterion')}", f"release scale {a.get('release_scale')}",
+             f"{a.get('train_epochs')} epochs after release"]
+    if a.get("distill"):
+        parts.append(f"distillation from dense (alpha {a['distill']}, T {a.get('distill_temperature')})")
+    return ", ".join(parts)
+
+
+def levers(paths: List[str], base: str, seeds: Optional[List[int]] = None) -> str:
+    """**Validation** accuracy only (levers are chosen on it) of Squeeze-Release and the
+    same-shape scratch network under each lever, at each reported size: mean over the seeds that
+    have both rows, and Squeeze-Release minus scratch. A lever run without its own scratch rows
+    (one that cannot change the scratch network, e.g. the release scale) is compared with the
+    base run's scratch rows, marked ``(base)``."""
+    with open(base) as f:
+        ref = json.load(f)
+    runs = [(base, ref)]
+    for p in paths:
+        with open(p) as f:
+            runs.append((p, json.load(f)))
+    keys = [str(float(k)) for k in ref.get("args", {}).get("report_ratios") or []]
+    if seeds is None:  # the seeds every run has: the base is averaged over the same ones as the levers
+        have = [{r["seed"] for r in res["runs"] if r.get("squeeze_release", {}).get("done")} for _, res in runs]
+        seeds = sorted(set.intersection(*have))
+    out = ["| run | lever | " + " | ".join(f"~{float(k):g}x: SR / scratch / SR − scratch (val %)" for k in keys)
+           + " | epochs seen | seeds |", "|---|---|" + "---|" * len(keys) + "---|---|"]
+    for path, res in runs:
+        cells, eps, used = [], set(), set()
+        for k in keys:
+            mine, theirs = rows_at(res, k), rows_at(ref, k)
+            scr, mark = (mine["scratch"], "") if mine["scratch"] else (theirs["scratch"], " (base)")
+            by_seed = {r["seed"]: r for r in scr}
+            mine_sr = [r for r in mine["squeeze_release"] if seeds is None or r["seed"] in seeds]
+            pairs = [(r, by_seed[r["seed"]]) for r in mine_sr
+                     if r["seed"] in by_seed and r["epochs_seen"] == by_seed[r["seed"]]["epochs_seen"]]
+            if len(pairs) < len(mine_sr):  # a run that stopped early (the floor) has no cycle of that size
+                cells.append("stopped early: " + ", ".join(f"seed {r['seed']} {100 * r['accuracy']:.2f} at "
+                                                           f"{r['ratio']:.1f}x" for r in mine_sr))
+                continue
+            if not pairs:
+                cells.append("—")
+                continue
+            used |= {r["seed"] for r, _ in pairs}
+            eps |= {r["epochs_seen"] for r, _ in pairs}
+            a = st.mean(r["accuracy"] for r, _ in pairs) * 100
+            b = st.mean(q["accuracy"] for _, q in pairs) * 100
+            cells.append(f"{a:.2f} / {b:.2f}{mark} / {a - b:+.2f}")
+        name = os.path.basename(path)
+        out.append(f"| {name} | {lever_name(res)} | " + " | ".join(cells)
+                   + f" | {'/'.join(map(str, sorted(eps)))} | {', '.join(map(str, sorted(used)))} |")
+    return "\n".join(out)
+
+
 def plot(results: dict, path: str, title: str) -> None:
     """Test accuracy against deployable ratio: every method, one marker per seed (SR: each cycle)."""
     import matplotlib
@@ -148,7 +205,13 @@ def main(argv=None) -> None:
     ap.add_argument("--cycles", action="store_true", help="also print every Squeeze-Release cycle")
     ap.add_argument("--plot", default=None, help="PNG of test accuracy against ratio, every method")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds a complete table has")
+    ap.add_argument("--levers", nargs="+", default=None, metavar="JSON",
+                    help="runs of tools/reproduce_levers.sh: print their validation table against --base")
+    ap.add_argument("--base", default=None, help="with --levers: the run they start from (fc_matched.json)")
     args = ap.parse_args(argv)
+    if args.levers:
+        print(levers(args.levers, args.base))
+        return
     path = args.fc if (args.table or "fc") == "fc" and args.fc else args.cnn
     with open(path) as f:
         results = json.load(f)

@@ -7,7 +7,8 @@ compiler pass, :func:`fxminimize.minimize`).
 * :mod:`.measure`: :func:`deployable_size`, :func:`onnx_bytes`, :func:`function_drift`;
 * :mod:`.checkpoints`: ``.pt2`` checkpoints;
 * :mod:`.cycle`: :class:`SqueezeRelease` (the cycle, described there) and :func:`single_pass`;
-* :mod:`.data`: Fashion-MNIST from IDX files, with a fixed validation split;
+* :mod:`.data`: Fashion-MNIST from IDX files, with a fixed validation split; :func:`holdout`,
+  the same split for any tensors (score every choice on it, never on the test set);
 * :mod:`.baselines`: the five budget-matched baselines (single pass, one-shot with release,
   iterative without release, same shape from scratch, unstructured magnitude);
 * :mod:`.comparison`: :func:`run_comparison`, one seed of Squeeze-Release against them, resumable.
@@ -20,6 +21,7 @@ from .comparison import run_comparison
 from .criteria import (Criterion, Scores, TaylorScores, apply_masks, global_prune_masks, hold_masks, lamp_scores,
                        magnitude_scores, prunable_parameters, release, unit_scores)
 from .cycle import CycleRecord, SqueezeRelease, SqueezeReleaseResult, single_pass
+from .data import TensorLoader, holdout
 from .loops import accuracy, distillation_loss, train_epochs
 from .measure import deployable_size, function_drift, onnx_bytes
 from .schedules import ShrinkTarget, per_cycle
@@ -29,4 +31,4 @@ __all__ = ["SqueezeRelease", "SqueezeReleaseResult", "CycleRecord", "single_pass
            "global_prune_masks", "apply_masks", "hold_masks", "release", "Scores", "Criterion",
            "train_epochs", "distillation_loss", "accuracy", "deployable_size", "onnx_bytes", "function_drift",
            "save_checkpoint", "load_checkpoint", "METHODS", "BaselineRecord", "count_nonzero", "epochs_seen",
-           "run_comparison"]
+           "run_comparison", "holdout", "TensorLoader"]

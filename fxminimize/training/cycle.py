@@ -40,8 +40,9 @@ The training step is the user's: ``train_fn(model, optimizer, epochs, info)`` tr
 epochs with ``optimizer`` (built by ``optimizer_fn(parameters)`` afresh after every shrink,
 since the parameters are new tensors). ``info`` is a dict with ``cycle`` and ``phase``
 (``"finetune"`` or ``"train"``). With ``shrink_before_finetune=True`` steps 2 and 3 swap: the pruned
-model is minimized first and fine-tuned with its zeros held (cheaper; the same kept weights). ``eval_fn(module) -> float`` returns the accuracy (higher is
-better) of an unwrapped module; under DDP rank 0's value is used on every rank.
+model is minimized first and fine-tuned with its zeros held (cheaper; the same kept weights). ``eval_fn(module) -> float``
+returns the accuracy (higher is better) of an unwrapped module on **held-out** data (:func:`.data.holdout`; the
+records, the floor and any cycle you pick read it: never the test set); under DDP rank 0's value is used on every rank.
 
 Checkpoints (``checkpoint_dir``): ``cycle_NNN.pt2`` (a ``torch.export`` program: architecture and
 weights, read back without unpickling arbitrary code) and ``history.json`` (config and one

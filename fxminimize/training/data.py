@@ -115,6 +115,22 @@ class Splits(NamedTuple):
     test: Tuple[torch.Tensor, torch.Tensor]
 
 
+def holdout(x: torch.Tensor, y: torch.Tensor, size: int = VAL_SIZE) -> Tuple[Tuple[torch.Tensor, torch.Tensor],
+                                                                               Tuple[torch.Tensor, torch.Tensor]]:
+    """``(train, val)``: the last ``size`` examples of ``(x, y)`` held out as a fixed validation
+    set (never shuffled), the ones before them for training. Any data set: score every choice a
+    run makes (``SqueezeRelease``'s ``eval_fn``, the accuracy floor, which cycle to keep) on
+    ``val``, and read the test set once, for the model chosen. Raises ``ValueError`` unless
+    ``0 < size < len(x)`` and ``x``, ``y`` have the same length."""
+    n = x.shape[0]
+    if y.shape[0] != n:
+        raise ValueError(f"x has {n} examples, y {y.shape[0]}")
+    if not 0 < size < n:
+        raise ValueError(f"the validation size must be in (0, {n}) for {n} examples, got {size}")
+    cut = n - size
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
 def load_fashion_mnist_splits(directory: Optional[str] = None, *, flatten: bool = False, normalize: bool = True,
                               val_size: int = VAL_SIZE) -> Splits:
     """The fixed train / validation / test split: ``val`` is the last ``val_size`` (default
@@ -124,9 +140,8 @@ def load_fashion_mnist_splits(directory: Optional[str] = None, *, flatten: bool 
     x, y = load_fashion_mnist("train", directory, flatten=flatten, normalize=normalize)
     if not 0 < val_size < x.shape[0]:
         raise ValueError(f"val_size must be in (0, {x.shape[0]}) for {x.shape[0]} training images, got {val_size}")
-    cut = x.shape[0] - val_size
-    test = load_fashion_mnist("test", directory, flatten=flatten, normalize=normalize)
-    return Splits((x[:cut], y[:cut]), (x[cut:], y[cut:]), test)
+    train, val = holdout(x, y, val_size)
+    return Splits(train, val, load_fashion_mnist("test", directory, flatten=flatten, normalize=normalize))
 
 
 @dataclass
