@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -581,6 +582,7 @@ def write_doc(data: dict, path: str = DOC_PATH, json_path: str = JSON_PATH) -> N
             "for the architectures named in its command; where the two disagree, this one is current.", ""]
            if "--only" in meta["command"] else []),
          "```", meta["command"], "```", "",
+         f"Code: commit {meta.get('commit', 'unknown')}. "
          f"Machine: {meta['machine']}. Date: {meta['date']}. torch {meta['torch']}, "
          f"transformers {meta['transformers']}, Python {meta['python']}. "
          f"Wall time of the run: {meta.get('wall_s', 0) / 60:.1f} min.", "",
@@ -675,15 +677,14 @@ NOTES = [
     "dense_h_to_4h/dense_4h_to_h, wi/wo, fc_in/fc_out, lin1/lin2, pwconv1/pwconv2, "
     "intermediate_dense/output_dense, dense1/dense2, ffn/ffn_output, conv1/conv2 1x1, "
     "intermediate.dense/output.dense, ...); the bound counts only those.",
-    "- Never-larger violations and the near-misses of the bound (Deberta, DebertaV2, GPT-Neo: 4,158 of "
-    "4,160) have one diagnosed cause: `torch.export` lifts tensors the original model creates inside "
-    "`forward` (a scalar attention scale in Deberta/GPT-Neo, 1 element per layer; LeViT's attention-bias "
-    "tensors, 704 elements) into stored constants of the result, which the original does not store; "
-    "LeViT's classifier output whose rows were pruned is also rebuilt from 3 stored 5-element "
-    "constants (`fxm_out_pos/mask/const_*`). Diagnosed by listing the result's tensors that the masked "
-    "model does not have; the library was not changed.",
-    "- Zero *removed* under the norm mask on LayerNorm models is expected with this mask: each norm "
-    "zeroes different random channels, so no residual-stream channel is dead in every writer.",
+    "- `torch.export` lifts tensors the original model creates inside `forward` (a scalar attention "
+    "scale, an attention-bias tensor) into stored constants of the result, which the original does "
+    "not store; scalars are inlined (`constfold.inline_scalar_constants`) and a value computed from "
+    "parameters is folded only where it does not store more than its sources, so these no longer "
+    "show as never-larger violations or bound shortfalls.",
+    "- The norm mask zeroes different random channels in each norm, so a residual-stream channel is "
+    "rarely dead in every writer: what goes on LayerNorm models is mostly the columns of the "
+    "consumers that read a zero-scale channel, and the producers' rows that fed only it.",
     "- Row timeout: %d s (SIGALRM)." % ROW_TIMEOUT_S,
 ]
 
@@ -697,7 +698,13 @@ def _meta(argv) -> dict:
     except ImportError:
         tp = "skipped: `torch_pruning` is not installed (installing it would pull torchvision / another torch)"
     cpu = platform.processor() or platform.machine()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
     return {"command": "HF_HUB_OFFLINE=1 nice -n 10 .venv/bin/python tools/coverage.py " + " ".join(argv),
+            "commit": commit,
             "machine": f"{os.cpu_count()}-core {platform.machine()} CPU ({cpu}), no GPU, {platform.system()}",
             "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "torch_pruning": tp, "notes": NOTES}
