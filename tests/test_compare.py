@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import fxminimize
-from fxminimize.compare import TOLERANCES, Comparison, compare_outputs, tolerance
+from fxminimize.compare import TOLERANCES, Comparison, compare_outputs, float64_evaluator, tolerance
 from fxminimize.verify import verify
 
 
@@ -69,6 +69,46 @@ def test_cast_compares_in_the_reference_dtype():
     assert not compare_outputs([y], [y.double()]).ok        # a dtype change is a mismatch
     c = Comparison(cast=True)
     assert c.check([y], [y.double()]) and c.check([torch.arange(3)], [torch.arange(3, dtype=torch.int32)])
+
+
+def test_ill_conditioned_output_is_judged_against_float64():
+    """fxminimize.compare, ill-conditioned outputs: the float32 reference y is 2e-3 off the exact
+    value y* (its own rounding, amplified). A candidate within rtol/atol of y* widened by that
+    2e-3 passes, and the comparison says so; one further off, or any candidate without a float64
+    evaluation, or one whose float64 evaluation raises, is still refused."""
+    exact = torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64)
+    ref = (exact + torch.tensor([2e-3, 0.0, -1e-3], dtype=torch.float64)).float()
+    own = float((ref.double() - exact).abs().max())
+    good = exact.float()                                  # the exact values, rounded once
+    assert not compare_outputs([ref], [good]).ok          # plain check: off the float32 reference
+    c = compare_outputs([ref], [good], label="set A", exact=lambda: [exact])
+    assert c.ok and len(c.rounding) == 1
+    assert "output 0 on set A is ill-conditioned" in c.rounding[0] and f"{own:.3g}" in c.rounding[0]
+    as_bad_as_ref = (exact - torch.tensor([0.0, own, 0.0], dtype=torch.float64)).float()
+    assert compare_outputs([ref], [as_bad_as_ref], exact=lambda: [exact]).ok   # no worse than the original
+    worse = (exact + torch.tensor([0.0, 2.2e-3, 0.0], dtype=torch.float64)).float()  # > own + 1e-5 + 1e-4·0.5
+    c = compare_outputs([ref], [worse], exact=lambda: [exact])
+    assert not c.ok and not c.rounding and "output 0 differs" in c.failure
+
+    def raises():
+        raise RuntimeError("no float64 here")
+    assert not compare_outputs([ref], [good], exact=raises).ok
+    assert not compare_outputs([ref], [good], exact=lambda: None).ok
+    assert not compare_outputs([ref], [good], exact=lambda: [exact[:2]]).ok     # wrong shape: no judgement
+    # a float64 reference is judged by the plain check only (nothing more exact to compare with)
+    assert not compare_outputs([exact + 1e-6], [exact], exact=lambda: [exact]).ok
+
+
+def test_float64_evaluator_leaves_the_model_alone():
+    m = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    ev = float64_evaluator(m)
+    x = torch.randn(4, 3)
+    y = ev((x,))
+    assert y.dtype == torch.float64 and m[0].weight.dtype == torch.float32
+    torch.testing.assert_close(y.float(), m(x), rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        m[0].weight.add_(1.0)                      # the copy was made at the first call: unaffected
+    torch.testing.assert_close(ev((x,)), y, rtol=0, atol=0)
 
 
 class _OnlyExampleBatch(nn.Module):

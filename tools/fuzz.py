@@ -184,6 +184,7 @@ def main(argv=None):
         return 1 if bad else 0
 
     counts = collections.Counter()
+    judged = []     # passed cases in which an output passed only against float64 (ill-conditioned)
     refused = collections.Counter()
     missed = []
     failures = []
@@ -199,7 +200,7 @@ def main(argv=None):
                 "wrong": counts["wrong"], "internal": counts["internal"], "mutated": counts["mutated"],
                 "missed": counts["missed"], "invalid": counts["invalid"],
                 "refused_reasons": dict(refused.most_common()), "failure_cases": failures,
-                "missed_cases": missed[:200]}
+                "missed_cases": missed[:200], "float64_judged": len(judged), "float64_judged_seeds": judged[:200]}
 
     def write_summary():
         os.makedirs(args.out, exist_ok=True)
@@ -216,6 +217,8 @@ def main(argv=None):
             if args.verbose:
                 print(f"seed {seed}: {o.status} {o.params_before}->{o.params_after} {o.message[:300]}\n"
                       f"  {fuzz.describe(spec)}")
+            if o.extra.get("float64_judged"):
+                judged.append(seed)
             if o.status == "refused":
                 refused[o.message.splitlines()[0][:160]] += 1
             elif o.status == "missed":
@@ -243,7 +246,8 @@ def main(argv=None):
     dt = time.time() - t0
     print(f"\ncases {done} of {args.cases} (seeds {args.seed}..{args.seed + done - 1}) in {dt:.0f}s"
           + (" [interrupted]" if interrupted else ""))
-    print(f"  passed   {counts['ok']}")
+    print(f"  passed   {counts['ok']}" + (f" ({len(judged)} with an ill-conditioned output judged against "
+                                            f"float64: seeds {judged[:10]})" if judged else ""))
     print(f"  refused  {counts['refused']} (MinimizationError with a clear reason)")
     for r, n in refused.most_common(10):
         print(f"    {n:6d}  {r}")
