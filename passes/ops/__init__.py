@@ -6,3 +6,4 @@ from . import (attention, conv, embedding, linear, norm, pointwise, reduce, shap
                tuples)
 from . import einsum, grouped_mm, index, matmul, stack, where  # noqa: F401  (transformer layouts, MoE)
 from . import groupnorm, vector_norm  # noqa: F401
+from . import expand  # noqa: F401  (expand / expand_as carrying the channel dim)
