@@ -10,8 +10,10 @@ Dynamic dims: with ``dynamic_batch`` dim 0 is the symbolic ``batch``; with ``dyn
 (the default) every other input dim that the minimized graph keeps symbolic (sequence length,
 image size: :func:`fxminimize.minimize` captures with them ``Dim.AUTO``) stays symbolic in the
 ONNX graph too, and the check also runs onnxruntime at another value of each
-(:func:`fxminimize.verify.input_sets`). :attr:`OnnxExport.dynamic_dims` lists them as the ONNX
-graph has them.
+(:func:`fxminimize.verify.input_sets`; the torch model runs first there, and where it rejects
+those sizes the next of :func:`fxminimize.verify.size_fallbacks` is used, as in the
+verification; if it rejects all of them that set is not compared). :attr:`OnnxExport.dynamic_dims`
+lists them as the ONNX graph has them.
 
 Tolerance and output matching: :mod:`fxminimize.compare`, as in :mod:`fxminimize.verify`; per
 output y (torch) and ŷ (onnxruntime, cast to y's dtype):
@@ -243,10 +245,16 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
         leaves = tensor_leaves(inputs)
         if len(leaves) != len(names):
             raise MinimizationError(f"the ONNX graph has {len(names)} inputs, the model {len(leaves)} tensor inputs")
+        if label.startswith("random inputs at other sizes"):
+            label, inputs, want = _reference_at_other_sizes(reference, label, inputs, example_inputs, symbols, sizes)
+            if want is None:                  # the torch model itself rejects every other size tried
+                continue
+            leaves = tensor_leaves(inputs)
+        else:
+            with torch.no_grad():
+                want = reference(*inputs)
         feed = {n: t.detach().cpu().numpy() for n, t in zip(names, leaves)}
         got = [torch.from_numpy(a) for a in sess.run(None, feed)]
-        with torch.no_grad():
-            want = reference(*inputs)
         if not cmp.check(want, got, label):
             raise MinimizationError(f"onnxruntime differs from the torch model: {cmp.failure.splitlines()[0]}; "
                                     f"file left at {path}")
@@ -254,3 +262,19 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
     out.max_abs_error, out.checks, out.tolerance = cmp.max_abs_error, cmp.checks, cmp.tolerance_text
     log.info("%s", out)
     return out
+
+
+def _reference_at_other_sizes(reference, label, inputs, example_inputs, symbols, sizes):
+    """(label, inputs, reference outputs) at the first other sizes the torch model accepts, as
+    :func:`fxminimize.verify.verify` tries them (a quarter or half, then the fallbacks), or
+    (label, inputs, None) when it accepts none of them."""
+    from .verify import at_sizes, size_fallbacks
+    tries = [(label, inputs)] + [at_sizes(example_inputs, symbols, new, torch.Generator().manual_seed(1 + i))
+                                 for i, new in enumerate(size_fallbacks(sizes))]
+    for lab, x in tries:
+        try:
+            with torch.no_grad():
+                return lab, x, reference(*x)
+        except Exception as exc:  # noqa: BLE001 - the torch model rejects this size: the next one
+            log.debug("the model rejects %s: %s", lab, exc)
+    return label, inputs, None

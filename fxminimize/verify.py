@@ -3,10 +3,10 @@
 Inputs: the example inputs, fresh random inputs of the same shapes, when the batch dim is
 dynamic random inputs at batch sizes 1 and B+1 (another batch size; B+1 keeps the activation
 memory of the check close to the example's), and when the graph keeps other sizes symbolic
-(a sequence length, an image size) random inputs at other values of those: about half
-(``v // 2`` for sizes ≥ 8, so the check costs a half of the example's for a sequence and a
-quarter for an image), or, when the original model rejects that (a minimum size, a
-divisibility constraint), one less (one more for sizes ≤ 2). Inputs are drawn on the example's
+(a sequence length, an image size) random inputs at other values of those: about a quarter
+(``v // 4`` for sizes ≥ 64: 56×56 for a 224×224 image, a sixteenth of the example's work) or
+half (``v // 2`` for sizes 8–63), or, when the original model rejects that (a minimum size, a
+divisibility constraint), the next of: half, one less (one more for sizes ≤ 2). Inputs are drawn on the example's
 device, in its dtype. Float inputs are drawn from a normal distribution matched to the
 example's mean and spread; integer inputs uniformly from the example's range.
 
@@ -56,11 +56,28 @@ def random_like(t: torch.Tensor, batch: int | None = None, gen: torch.Generator 
     return _random_shaped(t, shape, gen)
 
 
-def other_sizes(sizes: dict, smaller: bool = True) -> dict:
-    """Another value for each symbolic size. ``smaller``: about half (``v // 2`` for v ≥ 8; a
-    cheap check, and a model with a maximum length still accepts it); otherwise, and for small
-    sizes, one less (one more for sizes ≤ 2), the value a constrained model most likely accepts."""
-    return {k: (v // 2 if smaller and v >= 8 else v - 1 if v > 2 else v + 1) for k, v in sizes.items()}
+def other_sizes(sizes: dict, smaller: bool = True, quarter: bool = True) -> dict:
+    """Another value for each symbolic size. ``smaller``: about a quarter (``v // 4`` for v ≥ 64,
+    with ``quarter``) or half (``v // 2`` for v ≥ 8; a cheap check, and a model with a maximum
+    length still accepts it); otherwise, and for small sizes, one less (one more for sizes ≤ 2),
+    the value a constrained model most likely accepts."""
+    def one(v):
+        if smaller and quarter and v >= 64:
+            return v // 4
+        if smaller and v >= 8:
+            return v // 2
+        return v - 1 if v > 2 else v + 1
+    return {k: one(v) for k, v in sizes.items()}
+
+
+def size_fallbacks(sizes: dict) -> list:
+    """The other sizes to try, in order, when the original rejects the first (module doc):
+    half, then one less; each only if it differs from those before it."""
+    tries = [other_sizes(sizes)]
+    for t in (other_sizes(sizes, quarter=False), other_sizes(sizes, False)):
+        if t not in tries:
+            tries.append(t)
+    return tries[1:]
 
 
 def at_sizes(example_inputs: tuple, symbols, new: dict, gen=None):
@@ -120,9 +137,12 @@ def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool, sym
     def result(ok: bool, message: str = "") -> VerifyResult:
         return VerifyResult(ok, cmp.max_abs_error, cmp.checks, message, list(cmp.skipped), list(cmp.rounding))
 
+    def label_inputs_outputs(label, inputs):
+        return label, inputs, tensor_leaves(reference(*inputs))
+
     def run_reference(label, inputs, retry: bool = True):
         """(label, inputs, outputs), or None when the original rejects an optional input set
-        (the set at other sizes is retried once, at sizes one less)."""
+        (the set at other sizes is retried at the next of :func:`size_fallbacks`)."""
         if label == "example inputs" and reference_outputs is not None:
             return label, inputs, tensor_leaves(reference_outputs)
         try:
@@ -130,10 +150,13 @@ def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool, sym
         except Exception as exc:  # noqa: BLE001 - the original itself rejects this input set
             if not label.startswith(("random inputs at batch", "random inputs at other sizes")):
                 raise
-            if (retry and label.startswith("random inputs at other sizes")
-                    and other_sizes(sizes, False) != other_sizes(sizes)):
-                return run_reference(*at_sizes(example_inputs, symbols, other_sizes(sizes, False),
-                                               torch.Generator().manual_seed(1)), retry=False)
+            if retry and label.startswith("random inputs at other sizes"):
+                for i, new in enumerate(size_fallbacks(sizes)):
+                    try:   # the last try's refusal falls through to the skip below
+                        return label_inputs_outputs(*at_sizes(example_inputs, symbols, new,
+                                                              torch.Generator().manual_seed(1 + i)))
+                    except Exception as again:  # noqa: BLE001 - rejected too: the next size
+                        exc = again
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             cmp.skip(label, f"the original model raises {type(exc).__name__}" + (f": {first}" if first else ""))
             return None

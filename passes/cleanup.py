@@ -1,5 +1,6 @@
 """Remove identity gathers (a re-minimized model's gather that now selects everything), dead
-nodes and the constants no node reads any more, then regenerate the code.
+nodes and the constants no node reads any more, lint the graph and generate the code (the
+pipeline's only code generation: :func:`~fxminimize.passes.pipeline.working_copy`).
 Runs last (every other pass is declared before it)."""
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class Cleanup(RewritePass):
         self.ctx.stats["gathers_dropped"] += drop_identity_gathers(gm, self.ctx.identity_gathers)
         gm.graph.eliminate_dead_code()
         removed = drop_unread_attributes(gm)
+        gm.graph.lint()
         gm.recompile()
         self.ctx.stats["nodes_removed"] += before - len(gm.graph.nodes)
         self.ctx.stats["constants_dropped"] += removed

@@ -9,7 +9,12 @@
 ``PassManager`` checks the order against the constraints each pass declares (``after``); with
 ``check=True`` (debug mode, and the tests) the graph is linted and its shapes re-derived with
 fake tensors after every pass, so a rewrite that leaves inconsistent shapes fails at once,
-naming the pass.
+naming the pass. Without it the graph is linted once, by ``cleanup`` before it generates the
+code.
+
+Cost: the working copy's Python code is generated once, by ``cleanup``'s recompile
+(:func:`working_copy`); ``fx.GraphModule(gm, graph)`` would generate it a first time for the
+unrewritten graph, which nothing runs.
 """
 from __future__ import annotations
 
@@ -52,6 +57,27 @@ def check_shapes(gm: fx.GraphModule) -> None:
             mode.allow_non_fake_inputs = saved
 
 
+def working_copy(gm: fx.GraphModule, class_name: str = "MinimizedModule") -> fx.GraphModule:
+    """A GraphModule over a deep copy of ``gm``'s graph, sharing ``gm``'s submodules and tensors
+    (as ``fx.GraphModule(gm, copy.deepcopy(gm.graph))``), whose code is not generated yet: its
+    ``forward`` is not the graph's until ``recompile()`` (the ``cleanup`` pass, always run last).
+    The passes read and edit only the graph (debug mode's shape check interprets the graph)."""
+    from torch.fx.graph_module import _copy_attr
+
+    graph = copy.deepcopy(gm.graph)
+    out = fx.GraphModule(gm, fx.Graph(), class_name=class_name)  # the code of an empty graph
+    for n in graph.nodes:
+        if n.op in ("get_attr", "call_module"):
+            _copy_attr(gm, out, n.target)
+    out._graph = graph
+    graph.owning_module = out
+    if graph._tracer_cls and "<locals>" not in graph._tracer_cls.__qualname__:
+        out._tracer_cls = graph._tracer_cls
+    if graph._tracer_extras:
+        out._tracer_extras = graph._tracer_extras
+    return out
+
+
 def run_pipeline(gm: fx.GraphModule, plan, check: bool = False, structural: bool = True,
                  origin: dict | None = None) -> tuple[fx.GraphModule, dict]:
     """A new GraphModule computing the same function with the plan's channels removed, and the
@@ -59,7 +85,7 @@ def run_pipeline(gm: fx.GraphModule, plan, check: bool = False, structural: bool
     with it and every rewrite replaces (never mutates) the tensors it shrinks.
     ``structural=False`` (module mode) forbids rewrites that add ops a module cannot express;
     ``origin``, when given, receives the context's fresh-attribute → original-attribute table."""
-    out = fx.GraphModule(gm, copy.deepcopy(gm.graph), class_name="MinimizedModule")
+    out = working_copy(gm)
     ctx = RewriteContext(out, plan, structural=structural)
     if origin is not None:
         ctx.origin = origin

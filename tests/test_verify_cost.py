@@ -1,6 +1,6 @@
 """A cheaper minimize, with every check kept (issue 17, item 4): the original runs once per input
 set (its outputs on the example inputs, computed to refuse inputs it rejects, are reused), the
-check at other sizes runs at about half the size (one less when the model rejects that), an
+check at other sizes runs at about a quarter or half the size (half, then one less, when the model rejects that), an
 ExportedProgram is used as captured, and a wrong rewrite is still refused.
 
 Tolerance: tests/helpers.py (rtol 1e-4, atol 1e-5·max(1, max|y|)), as fxminimize.verify."""
@@ -13,7 +13,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 
 import fxminimize
 from fxminimize.errors import MinimizationError
-from fxminimize.verify import other_sizes
+from fxminimize.verify import other_sizes, size_fallbacks
 from helpers import assert_unchanged, compare, shapes, state
 
 
@@ -71,10 +71,35 @@ def test_the_original_runs_once_per_input_set_and_smaller_sizes_are_checked():
         compare(m, res.module, (torch.randn(3, 3, hw, hw),))
 
 
-def test_other_sizes_are_about_half():
-    assert other_sizes({"s0": 224, "s1": 16, "s2": 8, "s3": 7, "s4": 2}) == \
-        {"s0": 112, "s1": 8, "s2": 4, "s3": 6, "s4": 3}
+def test_other_sizes_are_about_a_quarter_or_half():
+    assert other_sizes({"s0": 224, "s5": 64, "s6": 63, "s1": 16, "s2": 8, "s3": 7, "s4": 2}) == \
+        {"s0": 56, "s5": 16, "s6": 31, "s1": 8, "s2": 4, "s3": 6, "s4": 3}
+    assert other_sizes({"s0": 224, "s3": 7}, quarter=False) == {"s0": 112, "s3": 6}
     assert other_sizes({"s0": 224, "s3": 7}, smaller=False) == {"s0": 223, "s3": 6}
+    assert size_fallbacks({"s0": 224}) == [{"s0": 112}, {"s0": 223}]
+    assert size_fallbacks({"s1": 16}) == [{"s1": 15}]
+
+
+def test_an_original_that_rejects_a_quarter_is_checked_at_half_the_size():
+    """A model with a minimum length (here 64 of 128): the quarter (32) is refused by the
+    original, so the check runs at half (64), not at the full size less one."""
+    from fxminimize.verify import verify
+    calls = []
+
+    def at_least_64(x):
+        calls.append(tuple(x.shape))
+        if x.shape[-1] < 64:
+            raise ValueError("too short")
+        return x * 2
+
+    res = verify(at_least_64, at_least_64, (torch.randn(2, 128),), True, symbols=[{1: "s1"}], sizes={"s1": 128})
+    assert res.ok and res.skipped == [], res.message
+    assert calls[-3:] == [(2, 32), (2, 64), (2, 64)], calls       # reference refused, reference, candidate
+
+    def wrong(x):
+        return x * 2 + (x.shape[-1] == 64)                       # wrong only at the size checked
+    res = verify(at_least_64, wrong, (torch.randn(2, 128),), True, symbols=[{1: "s1"}], sizes={"s1": 128})
+    assert not res.ok and "other sizes" in res.message
 
 
 def test_an_exported_program_is_not_exported_again(monkeypatch):
