@@ -303,7 +303,8 @@ def main(argv=None) -> None:
         if args.cycles:
             print(cycles(results))
     if args.plot:
-        plot(results, args.plot, results.get("model", ""))
+        seeds = sorted(r["seed"] for r in results["runs"])
+        plot(results, args.plot, f"{results.get('model', '')}: {lever_name(results)}; seeds {seeds}")
 
 
 if __name__ == "__main__":
