@@ -36,7 +36,7 @@ LABELS = {"squeeze_release": "Squeeze-Release", "single_pass": "single pass (pru
 # options that may differ between the per-seed files of one comparison: which seeds, where it wrote
 PER_RUN_KEYS = frozenset({"seeds", "out", "ckpt_dir", "no_progress", "threads", "dense_from", "resume", "plot"})
 # options added to the tools after some runs were made: a file without the key ran with this value
-ADDED_LATER = {"distill": 0.0, "distill_temperature": 4.0, "dense_from": None}
+ADDED_LATER = {"distill": 0.0, "distill_temperature": 4.0, "dense_from": None, "unstructured_criterion": "magnitude"}
 
 
 def merge(parts: List[dict], names: Optional[List[str]] = None) -> dict:
