@@ -4,8 +4,11 @@ validation split, record test accuracy only beside it, run the five budget-match
 the reported cycles, resume without retraining, and feed tools/reproduce_tables.py (seconds, no
 real data)."""
 import json
+import os
+import subprocess
+import sys
 
-from helpers import run_tool
+from helpers import TOOLS, run_tool
 from helpers import synthetic_fashion_mnist as _dataset
 
 METHODS = ("single_pass", "one_shot_release", "iterative_no_release", "scratch", "unstructured")
@@ -144,3 +147,101 @@ def test_lever_table_pairs_only_runs_of_the_same_size_and_budget(tmp_path):
     lever_row = next(line for line in text.splitlines() if line.startswith("| lever.json"))
     assert "80.00 / 85.00 / -5.00 | 70.00 / 75.00 / -5.00 |" in base_row and base_row.endswith("| 0 |"), base_row
     assert "60.00 / 85.00 (base) / -25.00 | stopped early: seed 0 60.00 at 10.0x |" in lever_row, lever_row
+
+
+def test_tables_merge_per_seed_files(tmp_path):
+    """tools/reproduce_tables.py with one JSON per seed (runs started separately, each its own
+    --out/--ckpt-dir): the merged tables equal those of one file holding every seed, --merge-out
+    writes that file, and files that are not the same comparison are refused, naming why."""
+    def rec(cycle, acc, ratio=10.0, ep=20):
+        return {"cycle": cycle, "ratio": ratio, "accuracy": acc, "test_accuracy": acc - 0.01, "epochs_seen": ep}
+
+    def run(seed, acc):
+        hist = [dict(rec(0, 0.9, 1.0, 10), params=100), dict(rec(1, acc), params=10)]
+        return {"seed": seed, "dense": {"params": 100, "accuracy": 0.9, "test_accuracy": 0.89, "epochs": 10},
+                "squeeze_release": {"history": hist}, "report_cycles": {"10.0": 1},
+                "baselines": {m: [rec(1, acc - 0.02)] for m in METHODS}}
+
+    def result(seeds, accs, **args):
+        a = {"report_ratios": [10.0], "seeds": seeds, "keep": 0.5, "out": f"/o{seeds}", "ckpt_dir": f"/c{seeds}"}
+        a.update(args)
+        return {"model": "m", "dataset": "d", "split": {"train": 10}, "machine": "box", "dates": ["2026-11-30"],
+                "commands": [f"run {seeds}"], "args": {k: v for k, v in a.items() if v is not None},
+                "runs": [run(s, x) for s, x in zip(seeds, accs)]}
+
+    whole = tmp_path / "whole.json"
+    whole.write_text(json.dumps(result([0, 1, 2], [0.86, 0.88, 0.87])))
+    # seed 0's file was written by an older tool without --distill: counts as --distill 0 (its default)
+    parts = [result([0], [0.86], distill=None), result([2], [0.87], distill=0.0), result([1], [0.88], distill=0.0)]
+    names = []
+    for i, p in enumerate(parts):
+        names.append(str(tmp_path / f"seed{i}.json"))
+        (tmp_path / f"seed{i}.json").write_text(json.dumps(p))
+    ref = run_tool("reproduce_tables.py", ["--cnn", str(whole), "--table", "cnn"])
+    merged_out = tmp_path / "merged.json"
+    text = run_tool("reproduce_tables.py", ["--cnn", *names, "--table", "cnn", "--merge-out", str(merged_out)])
+    tables = lambda t: [line for line in t.splitlines() if line.startswith("|")]  # noqa: E731
+    assert tables(text) == tables(ref) and "PARTIAL" not in text
+    assert "| 86.00 ± 1.00 | 87.00 ± 1.00 | 20 | 0, 1, 2 |" in text
+    assert "Merged from: seed0.json: seeds [0]; seed1.json: seeds [2]; seed2.json: seeds [1]" in text
+    merged = json.loads(merged_out.read_text())
+    assert [r["seed"] for r in merged["runs"]] == [0, 1, 2] and merged["args"]["seeds"] == [0, 1, 2]
+    assert merged["commands"] == ["run [0]", "run [2]", "run [1]"]
+    assert tables(run_tool("reproduce_tables.py", ["--cnn", str(merged_out), "--table", "cnn"])) == tables(ref)
+
+    def refused(part, why):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(part))
+        out = subprocess.run([sys.executable, os.path.join(TOOLS, "reproduce_tables.py"), "--cnn", names[0], str(bad),
+                              "--table", "cnn"], capture_output=True, text=True, env=dict(os.environ, PYTHONSAFEPATH="1"))
+        assert out.returncode != 0 and why in out.stderr, out.stderr
+
+    refused(result([1], [0.88], keep=0.6), "option 'keep' differs")
+    refused(result([0], [0.88]), "seed 0 is in both")
+    refused(result([1], [0.88], extra=0.2), "has no option 'extra'")
+    refused(dict(result([1], [0.88]), split={"train": 20}), "split")
+
+
+def test_no_test_figure_chooses_anything(tmp_path):
+    """The claim of docs/results.md that no test-set figure chooses anything, checked by running:
+    the same small comparison on two data sets that differ only in the test labels (every test
+    label shifted by one class) chooses exactly the same: every record but its ``test_accuracy``
+    (validation accuracy, sizes, shapes, reported cycles, released zeros, the self-check) is
+    identical, while the test figures do differ (the test set is read, only to be recorded)."""
+    import gzip
+    import shutil
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    _dataset(a)
+    shutil.copytree(a, b)
+    path = b / "t10k-labels-idx1-ubyte.gz"
+    labels = bytearray(gzip.decompress(path.read_bytes()))
+    labels[8:] = bytes((x + 1) % 10 for x in labels[8:])     # IDX: 8-byte header, then one byte per label
+    path.write_bytes(gzip.compress(bytes(labels)))
+    results = []
+    for d in (a, b):
+        out = d / "fc.json"
+        run_tool("reproduce_fc.py", ["--data-dir", str(d), "--val-size", "128", "--seeds", "0", "--criterion", "unit",
+                                     "--shrink", "0.7", "--cycle-ratios", "1.5", "3", "--shrink-steps", "10",
+                                     "--max-cycles", "2", "--dense-epochs", "2", "--ft-epochs", "1", "--train-epochs", "1",
+                                     "--floor", "0", "--report-ratios", "3", "--no-progress", "--out", str(out),
+                                     "--ckpt-dir", str(d / "ck")])
+        results.append(json.loads(out.read_text())["runs"])
+
+    tests = []
+
+    def strip(x):
+        if isinstance(x, dict):
+            if "test_accuracy" in x:
+                tests.append(x["test_accuracy"])
+            return {k: strip(v) for k, v in x.items() if k not in ("test_accuracy", "time_s", "checkpoint")}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    first = strip(results[0])
+    n = len(tests)
+    assert strip(results[1]) == first
+    assert n > 5 and len(tests) == 2 * n
+    assert tests[:n] != tests[n:]

@@ -153,6 +153,26 @@ def test_unstructured_holds_exactly_the_nonzeros_asked_and_is_never_minimized(tm
     assert recs2[-1].epochs_seen == DENSE_EPOCHS + 4
 
 
+def test_unstructured_with_lamp_never_empties_a_tensor(tmp_path):
+    """The unstructured baseline's ``criterion`` (the tools' ``--unstructured-criterion``): with
+    global |w| a layer of small weights (the CNN's downsampling conv) is emptied first and the
+    network is cut in two; LAMP scores hold the same nonzero count and keep every tensor alive."""
+    dense = _dense()
+    with torch.no_grad():
+        dense[2].weight.mul_(1e-3)          # a layer of small weights
+    target = sr.deployable_size(dense) // 7
+    kept = {}
+    for name, crit in (("magnitude", sr.magnitude_scores), ("lamp", sr.lamp_scores)):
+        model, (rec,) = bl.unstructured(copy.deepcopy(dense), Counter(), _eval, optimizer_fn=_adam,
+                                        steps=[(target, 0)], dense_epochs=DENSE_EPOCHS, criterion=crit,
+                                        checkpoint_dir=str(tmp_path / name))
+        assert rec.params == target and bl.count_nonzero(model) == target
+        kept[name] = {n: int(m.sum()) for n, m in torch.load(tmp_path / name / "step_001.pt",
+                                                              weights_only=True)["masks"].items()}
+    assert kept["magnitude"]["2.weight"] == 0
+    assert min(kept["lamp"].values()) > 0, kept["lamp"]
+
+
 def test_iterative_without_release_never_brings_a_zero_back():
     """do_release=False: the zeros each squeeze leaves stay zero through the training that follows
     and through the next cycle (while with release they are all trained)."""

@@ -55,7 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reproduce_fc import add_common_args, dense_teacher, reuse_dense, run_seeds  # noqa: E402
+from reproduce_fc import add_common_args, dense_teacher, reuse_dense, run_seeds, unstructured_prune  # noqa: E402
 
 from fxminimize import training as sr  # noqa: E402
 from fxminimize.training.comparison import run_comparison  # noqa: E402
@@ -449,7 +449,8 @@ def run_seed(seed: int, args, data, state: dict, save) -> dict:
     return run_comparison(state, save, make_dense=make_dense, dense_epochs=args.dense_epochs, example_inputs=example,
                           train_fn=train_fn, eval_fn=eval_fn, test_fn=test_fn, optimizer_fn=optimizer_fn,
                           sr_kwargs=sr_kwargs, report_ratios=args.report_ratios, methods=args.methods,
-                          target_prune=target_prune, build_same_shape=build_same_shape, ckpt_dir=ckpt_dir)
+                          target_prune=target_prune, build_same_shape=build_same_shape, ckpt_dir=ckpt_dir,
+                          unstructured_prune=unstructured_prune(args))
 
 
 def main(argv=None) -> None:

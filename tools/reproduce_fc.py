@@ -19,7 +19,8 @@ Per seed (:func:`fxminimize.training.comparison.run_comparison`):
     budget (epochs seen, dense included) and the same training step (label smoothing, cosine
     rate): ``single_pass``, ``one_shot_release``, ``iterative_no_release``, ``scratch`` (a
     784-gather-h1-h2-10 MLP of that cycle's exact shape), ``unstructured`` (gradual global
-    magnitude pruning to as many nonzeros as that cycle stores elements, never minimized);
+    magnitude pruning to as many nonzeros as that cycle stores elements, never minimized;
+    ``--unstructured-criterion lamp`` ranks by LAMP scores instead, which never empty a tensor);
     see :mod:`fxminimize.training.baselines`.
 
 Levers (tools/reproduce_levers.sh; docs/results.md "Levers"): ``--criterion neuron`` (whole pixels
@@ -190,7 +191,13 @@ def run_seed(seed: int, args, data, state: dict, save) -> dict:
                           train_fn=train_fn, eval_fn=eval_fn, test_fn=test_fn, optimizer_fn=optimizer_fn,
                           dense_optimizer_fn=dense_optimizer_fn, sr_kwargs=sr_kwargs,
                           report_ratios=args.report_ratios, methods=args.methods, target_prune=target_prune,
-                          build_same_shape=build_same_shape, ckpt_dir=ckpt_dir)
+                          build_same_shape=build_same_shape, ckpt_dir=ckpt_dir,
+                          unstructured_prune=unstructured_prune(args))
+
+
+def unstructured_prune(args) -> dict:
+    """``--unstructured-criterion``: the ``unstructured_prune`` of ``run_comparison``."""
+    return {"criterion": sr.lamp_scores if args.unstructured_criterion == "lamp" else sr.magnitude_scores}
 
 
 #: the options that make two runs' dense models the same (``--dense-from`` checks them)
@@ -268,6 +275,9 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
                     help="lever: every training call after the dense model (Squeeze-Release and every baseline) "
                          "distils from the seed's dense model with weight ALPHA (0: off)")
     ap.add_argument("--distill-temperature", type=float, default=4.0)
+    ap.add_argument("--unstructured-criterion", choices=["magnitude", "lamp"], default="magnitude",
+                    help="score of the unstructured baseline's gradual pruning: global |w| (default) or LAMP "
+                         "(training.lamp_scores: global ranking that never empties a tensor)")
     ap.add_argument("--dense-from", default=None, metavar="JSON",
                     help="reuse the dense models of an earlier run of this tool (its JSON; its --ckpt-dir must "
                          "still hold them): refused unless the dense training options are the same")

@@ -4,6 +4,12 @@
     python tools/reproduce_tables.py --cnn tools/results/cnn_matched.json --table cnn
     python tools/reproduce_tables.py --fc tools/results/fc_matched.json --plot docs/results_fc_matched.png
     python tools/reproduce_tables.py --levers tools/results/fc_lever_*.json --base tools/results/fc_matched.json
+    python tools/reproduce_tables.py --cnn seed0.json seed1.json seed2.json --merge-out cnn.json --table cnn
+
+Several JSON files (one per seed, from runs started separately with their own ``--out`` and
+``--ckpt-dir``) are merged into one result (:func:`merge`) before anything is printed; the merge
+refuses files whose options differ (other than the bookkeeping of :data:`PER_RUN_KEYS`), whose
+split or model differ, or that hold the same seed twice. ``--merge-out`` writes the merged JSON.
 
 One table per reported size (the ``report_cycles`` of each seed: the Squeeze-Release cycle nearest
 each ``--report-ratios`` value by size). Rows: Squeeze-Release and each baseline at that cycle's
@@ -18,12 +24,74 @@ import argparse
 import json
 import os
 import statistics as st
+import sys
 from typing import Dict, List, Optional
 
 METHODS = ("single_pass", "one_shot_release", "iterative_no_release", "scratch", "unstructured")
 LABELS = {"squeeze_release": "Squeeze-Release", "single_pass": "single pass (prune once, no release)",
           "one_shot_release": "one-shot with release", "iterative_no_release": "iterative without release",
           "scratch": "same shape from scratch", "unstructured": "unstructured magnitude (never minimized; nonzeros)"}
+
+
+# options that may differ between the per-seed files of one comparison: which seeds, where it wrote
+PER_RUN_KEYS = frozenset({"seeds", "out", "ckpt_dir", "no_progress", "threads", "dense_from", "resume", "plot"})
+# options added to the tools after some runs were made: a file without the key ran with this value
+ADDED_LATER = {"distill": 0.0, "distill_temperature": 4.0, "dense_from": None, "unstructured_criterion": "magnitude"}
+
+
+def merge(parts: List[dict], names: Optional[List[str]] = None) -> dict:
+    """One result from the JSON of several runs of the same comparison (e.g. one process per
+    seed): runs joined by seed, ``commands`` concatenated, ``dates`` and ``machine`` joined, and
+    ``args["seeds"]`` the seeds present. Raises ``ValueError`` when the runs are not the same
+    comparison: the model, data set or split differ, an option outside :data:`PER_RUN_KEYS`
+    differs (an option missing from a file counts as its :data:`ADDED_LATER` default; any other
+    missing option is refused), or two files hold the same seed."""
+    names = names or [f"file {i}" for i in range(len(parts))]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for key in ("model", "dataset", "split"):
+        for name, p in zip(names[1:], parts[1:]):
+            if p.get(key) != first.get(key):
+                raise ValueError(f"{name}: {key} {p.get(key)!r} differs from {names[0]}'s {first.get(key)!r}")
+    keys = set().union(*(p.get("args", {}) for p in parts)) - PER_RUN_KEYS
+    for k in sorted(keys):
+        vals = []
+        for name, p in zip(names, parts):
+            a = p.get("args", {})
+            if k in a:
+                vals.append((name, a[k]))
+            elif k in ADDED_LATER:
+                vals.append((name, ADDED_LATER[k]))
+            else:
+                raise ValueError(f"{name} has no option {k!r} (the others do): cannot tell whether it ran the same way")
+        if any(v != vals[0][1] for _, v in vals):
+            raise ValueError(f"option {k!r} differs: " + ", ".join(f"{n}: {v!r}" for n, v in vals))
+    runs, seen = [], {}
+    for name, p in zip(names, parts):
+        for r in p.get("runs", []):
+            if r["seed"] in seen:
+                raise ValueError(f"seed {r['seed']} is in both {seen[r['seed']]} and {name}")
+            seen[r["seed"]] = name
+            runs.append(r)
+    out = dict(first)
+    out["runs"] = sorted(runs, key=lambda r: r["seed"])
+    out["args"] = dict(first.get("args", {}), seeds=sorted(seen))
+    out["commands"] = [c for p in parts for c in p.get("commands", [])]
+    out["dates"] = sorted({d for p in parts for d in p.get("dates", [])})
+    machines = list(dict.fromkeys(p["machine"] for p in parts if p.get("machine")))
+    out["machine"] = "; ".join(machines)
+    out["merged_from"] = [f"{n}: seeds {sorted(r['seed'] for r in p.get('runs', []))}" for n, p in zip(names, parts)]
+    return out
+
+
+def load(paths: List[str]) -> dict:
+    """The JSON of ``paths``, merged (:func:`merge`) when there are several."""
+    parts = []
+    for path in paths:
+        with open(path) as f:
+            parts.append(json.load(f))
+    return merge(parts, [os.path.basename(p) for p in paths])
 
 
 def _ms(xs: List[float], pct: bool = True, digits: int = 2) -> str:
@@ -91,7 +159,8 @@ def header(results: dict) -> str:
     return (f"{results.get('model')} on {results.get('dataset')}. Machine: {results.get('machine')}. "
             f"Dates: {', '.join(results.get('dates', []))}. Split: train {split.get('train')}, validation "
             f"{split.get('validation')} ({split.get('validation_rule')}), test {split.get('test')}. Budget: {budget}. "
-            f"Seeds asked: {a.get('seeds')}.")
+            f"Seeds asked: {a.get('seeds')}."
+            + (f" Merged from: {'; '.join(results['merged_from'])}." if results.get("merged_from") else ""))
 
 
 def cycles(results: dict) -> str:
@@ -199,8 +268,11 @@ def plot(results: dict, path: str, title: str) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fc", default=None, help="JSON of tools/reproduce_fc.py")
-    ap.add_argument("--cnn", default=None, help="JSON of tools/reproduce_cnn.py")
+    ap.add_argument("--fc", nargs="+", default=None, metavar="JSON",
+                    help="JSON of tools/reproduce_fc.py (several: one per seed, merged)")
+    ap.add_argument("--cnn", nargs="+", default=None, metavar="JSON",
+                    help="JSON of tools/reproduce_cnn.py (several: one per seed, merged)")
+    ap.add_argument("--merge-out", default=None, metavar="JSON", help="write the merged JSON here")
     ap.add_argument("--table", choices=["fc", "cnn"], default=None, help="print this model's tables (markdown)")
     ap.add_argument("--cycles", action="store_true", help="also print every Squeeze-Release cycle")
     ap.add_argument("--plot", default=None, help="PNG of test accuracy against ratio, every method")
@@ -212,9 +284,18 @@ def main(argv=None) -> None:
     if args.levers:
         print(levers(args.levers, args.base))
         return
-    path = args.fc if (args.table or "fc") == "fc" and args.fc else args.cnn
-    with open(path) as f:
-        results = json.load(f)
+    paths = args.fc if (args.table or "fc") == "fc" and args.fc else args.cnn
+    if not paths:
+        ap.error("give --fc or --cnn (the one --table names)")
+    try:
+        results = load(paths)
+    except ValueError as e:
+        sys.exit(f"reproduce_tables.py: cannot merge {' '.join(paths)}: {e}")
+    if args.merge_out:
+        tmp = args.merge_out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(tmp, args.merge_out)
     if args.table:
         print(header(results) + "\n")
         for key in (results.get("args", {}).get("report_ratios") or []):
@@ -222,7 +303,8 @@ def main(argv=None) -> None:
         if args.cycles:
             print(cycles(results))
     if args.plot:
-        plot(results, args.plot, results.get("model", ""))
+        seeds = sorted(r["seed"] for r in results["runs"])
+        plot(results, args.plot, f"{results.get('model', '')}: {lever_name(results)}; seeds {seeds}")
 
 
 if __name__ == "__main__":
