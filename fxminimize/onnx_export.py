@@ -43,7 +43,7 @@ from torch.export import Dim
 from .errors import MinimizationError
 from .capture import input_symbols
 from .compare import Comparison, tensor_leaves
-from .verify import input_sets
+from .verify import input_sets, reference_at_other_sizes
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +246,12 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
         if len(leaves) != len(names):
             raise MinimizationError(f"the ONNX graph has {len(names)} inputs, the model {len(leaves)} tensor inputs")
         if label.startswith("random inputs at other sizes"):
-            label, inputs, want = _reference_at_other_sizes(reference, label, inputs, example_inputs, symbols, sizes)
-            if want is None:                  # the torch model itself rejects every other size tried
+            try:
+                with torch.no_grad():
+                    label, inputs, want = reference_at_other_sizes(reference, label, inputs, example_inputs,
+                                                                   symbols, sizes)
+            except Exception as exc:  # noqa: BLE001 - the torch model rejects every other size tried
+                log.debug("the model rejects every other size tried (%s): not compared", exc)
                 continue
             leaves = tensor_leaves(inputs)
         else:
@@ -263,18 +267,3 @@ def export_onnx(model_or_result, example_inputs: tuple, path: str, *, masks=None
     log.info("%s", out)
     return out
 
-
-def _reference_at_other_sizes(reference, label, inputs, example_inputs, symbols, sizes):
-    """(label, inputs, reference outputs) at the first other sizes the torch model accepts, as
-    :func:`fxminimize.verify.verify` tries them (a quarter or half, then the fallbacks), or
-    (label, inputs, None) when it accepts none of them."""
-    from .verify import at_sizes, size_fallbacks
-    tries = [(label, inputs)] + [at_sizes(example_inputs, symbols, new, torch.Generator().manual_seed(1 + i))
-                                 for i, new in enumerate(size_fallbacks(sizes))]
-    for lab, x in tries:
-        try:
-            with torch.no_grad():
-                return lab, x, reference(*x)
-        except Exception as exc:  # noqa: BLE001 - the torch model rejects this size: the next one
-            log.debug("the model rejects %s: %s", lab, exc)
-    return label, inputs, None

@@ -28,6 +28,7 @@ works at the example batch size) is skipped, and recorded with the reason in
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -35,7 +36,7 @@ from torch.utils import _pytree as pytree
 
 from .compare import TOLERANCES, Comparison, SkippedCheck, float64_evaluator, tensor_leaves  # noqa: F401
 
-__all__ = ["TOLERANCES", "VerifyResult", "SkippedCheck", "random_like", "input_sets", "other_sizes", "at_sizes", "verify"]
+__all__ = ["TOLERANCES", "VerifyResult", "SkippedCheck", "random_like", "input_sets", "other_sizes", "at_sizes", "size_fallbacks", "reference_at_other_sizes", "verify"]
 
 
 @dataclass
@@ -127,6 +128,22 @@ def _random_shaped(t: torch.Tensor, shape: list, gen) -> torch.Tensor:
     return torch.randint(lo, hi + 1, shape, generator=gen, dtype=t.dtype).to(t.device)
 
 
+def reference_at_other_sizes(reference, label, inputs, example_inputs: tuple, symbols, sizes):
+    """(label, inputs, outputs) of ``reference`` on the set at other sizes (``label``, ``inputs``)
+    or, where it rejects that, at the first of :func:`size_fallbacks` it accepts (each drawn with
+    its own seeded generator, only when needed). Raises the last refusal when it accepts none.
+    The one home of this retry, for :func:`verify` and for the ONNX export's check."""
+    tries = itertools.chain([(label, inputs)], (at_sizes(example_inputs, symbols, new, torch.Generator().manual_seed(1 + i))
+                                                for i, new in enumerate(size_fallbacks(sizes))))
+    refusal = None
+    for lab, x in tries:
+        try:
+            return lab, x, reference(*x)
+        except Exception as exc:  # noqa: BLE001 - the model rejects these sizes: the next ones
+            refusal = exc
+    raise refusal
+
+
 def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool, symbols=None, sizes=None,
            reference_outputs=None) -> VerifyResult:
     """Compare ``candidate`` with ``reference`` on several input sets (see module doc).
@@ -137,26 +154,20 @@ def verify(reference, candidate, example_inputs: tuple, dynamic_batch: bool, sym
     def result(ok: bool, message: str = "") -> VerifyResult:
         return VerifyResult(ok, cmp.max_abs_error, cmp.checks, message, list(cmp.skipped), list(cmp.rounding))
 
-    def label_inputs_outputs(label, inputs):
-        return label, inputs, tensor_leaves(reference(*inputs))
-
-    def run_reference(label, inputs, retry: bool = True):
+    def run_reference(label, inputs):
         """(label, inputs, outputs), or None when the original rejects an optional input set
         (the set at other sizes is retried at the next of :func:`size_fallbacks`)."""
         if label == "example inputs" and reference_outputs is not None:
             return label, inputs, tensor_leaves(reference_outputs)
         try:
+            if label.startswith("random inputs at other sizes"):
+                label, inputs, out = reference_at_other_sizes(reference, label, inputs, example_inputs,
+                                                              symbols, sizes)
+                return label, inputs, tensor_leaves(out)
             return label, inputs, tensor_leaves(reference(*inputs))
         except Exception as exc:  # noqa: BLE001 - the original itself rejects this input set
             if not label.startswith(("random inputs at batch", "random inputs at other sizes")):
                 raise
-            if retry and label.startswith("random inputs at other sizes"):
-                for i, new in enumerate(size_fallbacks(sizes)):
-                    try:   # the last try's refusal falls through to the skip below
-                        return label_inputs_outputs(*at_sizes(example_inputs, symbols, new,
-                                                              torch.Generator().manual_seed(1 + i)))
-                    except Exception as again:  # noqa: BLE001 - rejected too: the next size
-                        exc = again
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             cmp.skip(label, f"the original model raises {type(exc).__name__}" + (f": {first}" if first else ""))
             return None
