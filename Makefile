@@ -30,8 +30,11 @@ demo: venv
 # fxminimize.passes there), so keep the repo root off sys.path:
 # PYTHONSAFEPATH=1 stops `python -m` from prepending the cwd, and pytest's
 # --import-mode=append (pyproject) appends rather than prepends test dirs.
+# pytest-xdist runs one worker per core (-n auto); --dist loadfile keeps each test file on one
+# worker, so module-scoped fixtures (the Hugging Face models) are built once. One torch thread per
+# worker: the workers already use every core.
 test: venv
-	HF_HUB_OFFLINE=1 PYTHONSAFEPATH=1 $(BIN)/python -m pytest -q tests
+	HF_HUB_OFFLINE=1 PYTHONSAFEPATH=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile tests
 
 clean:
 	rm -rf build *.egg-info
