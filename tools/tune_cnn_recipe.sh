@@ -14,7 +14,7 @@
 # set by cost, and is reported for information only.
 # Seed 11 ran the variants still in contention (successive halving, to fit the session): extra0 and extra0.1 had
 # started before seed 10's lr4e-3 ended; once lr4e-3 led seed 10 by 1.4 points, only the runner-up (late), the leader
-# and the next step of its lever (lr 8e-3, also added on seed 10) ran on seed 11; rs0.2, ls0.1, distill0.5, lr1e-3
+# and the next steps of its lever (lr 8e-3, then 1.6e-2 as 8e-3 led again; both seeds) ran on seed 11; rs0.2, ls0.1, distill0.5, lr1e-3
 # (0.3-6.5 points behind the leader on seed 10) and ep3 (not ranked) did not.
 # Usage: tools/tune_cnn_recipe.sh OUTDIR [SEED...]     then: python tools/tune_summary.py OUTDIR
 # One variant at a time per seed; run two seeds in parallel on two cores. ~5 minutes per variant on an idle core.
@@ -42,6 +42,7 @@ for seed in $seeds; do
   run "$seed" late $D --train-epochs 1 1 2 3 3
   run "$seed" lr4e-3 --lr 4e-3
   run "$seed" lr8e-3 --lr 8e-3
+  run "$seed" lr1.6e-2 --lr 1.6e-2
   if [ "$seed" = 10 ]; then
     run "$seed" rs0.2 $D --release-scale 0.2
     run "$seed" ls0.1 $D --label-smoothing 0.1
