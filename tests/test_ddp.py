@@ -20,7 +20,9 @@ def _run_worker(tmp_path, *extra):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(tmp_path), *extra]
     proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = tmp_path / "ddp_result.json"
+    assert proc.returncode == 0, (f"exit {proc.returncode}; result written: {result.exists()}\n"
+                                  + proc.stdout[-3000:] + proc.stderr[-3000:])
     return json.loads((tmp_path / "ddp_result.json").read_text())
 
 
@@ -37,12 +39,7 @@ def test_two_process_cycle_keep_modules(tmp_path):
 
 
 def test_two_process_cycle(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER), str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = json.loads((tmp_path / "ddp_result.json").read_text())
+    out = _run_worker(tmp_path)
     assert out["world_size"] == 2
     # the user's train step saw a DDP-wrapped model in every phase, before and after the shrink
     assert [p for p, _ in out["seen"]] == ["dense", "finetune", "train"]
