@@ -1,6 +1,7 @@
 """Issue 14: the CNN recipe re-tune's table (tools/tune_cnn_recipe.sh), validation accuracy only.
 
-For every variant and exploration seed: the validation accuracy of the cycles nearest 15x and 25x, and the
+For every variant and exploration seed: the validation accuracy of the cycles nearest 15x and 25x
+(in log ratio, as the comparison picks its reported cycles: ``comparison.report_cycles``), and the
 accuracy at exactly 15x and 25x, interpolated linearly in log ratio between the two cycles that bracket each
 size (variants land at slightly different sizes, and a smaller model is less accurate: the interpolated figure
 compares them at the same size). The ranking (the selection rule) is the interpolated mean over both sizes and
@@ -17,6 +18,8 @@ import math
 import os
 import statistics
 
+from fxminimize.training.comparison import report_cycles
+
 SIZES = (15.0, 25.0)
 
 
@@ -29,10 +32,6 @@ def at_size(history: list[dict], target: float) -> float:
     hi = min(above, key=lambda h: h["ratio"])
     t = (math.log(target) - math.log(lo["ratio"])) / (math.log(hi["ratio"]) - math.log(lo["ratio"]))
     return lo["accuracy"] + t * (hi["accuracy"] - lo["accuracy"])
-
-
-def nearest(history: list[dict], target: float) -> dict:
-    return min(history[1:], key=lambda h: abs(h["ratio"] - target))
 
 
 def collect(folder: str) -> dict:
@@ -60,7 +59,8 @@ def main(argv=None) -> None:
     for name, seeds in sorted(rows.items()):
         means = []
         for seed, hist in sorted(seeds.items()):
-            near = [nearest(hist, s) for s in SIZES]
+            by_cycle = {h["cycle"]: h for h in hist}
+            near = [by_cycle[c] for c in report_cycles(hist, SIZES)]
             exact = [at_size(hist, s) for s in SIZES]
             means.append(50 * sum(exact))
             print(f"| {name} | {seed} | " + " | ".join(f"{h['accuracy'] * 100:.2f} @ {h['ratio']:.2f}x" for h in near)
