@@ -212,7 +212,8 @@ def minimize(model, example_inputs: tuple, masks: Optional[Mapping[str, torch.Te
         report.max_abs_error = res.max_abs_error
         report.verified_checks = res.checks
         report.skipped_checks = list(res.skipped)
-        report.notes.extend(res.rounding)  # outputs passed against float64 (fxminimize.compare)
+        report.rounding = list(res.rounding)  # outputs passed against float64 (fxminimize.compare)
+        report.notes.extend(res.rounding)
         for c in res.skipped:
             log.info("verification skipped %s", c)
     if not copied:

@@ -35,6 +35,9 @@ class Report:
     pass_stats: dict = field(default_factory=dict)       # counters of the rewrite passes (nodes rewritten, ...)
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: outputs verification passed only against the original's float64 evaluation (ill-conditioned
+    #: outputs, :mod:`fxminimize.compare`): one line each, also among ``notes``
+    rounding: list[str] = field(default_factory=list)
     plan: Optional[Plan] = field(default=None, repr=False)
     graph: Optional[GraphInfo] = field(default=None, repr=False)
     #: keep_modules=True: module_elements, graph_elements, beyond_module_mode (elements graph
@@ -68,6 +71,7 @@ class Report:
             "pass_stats": dict(self.pass_stats),
             "timings": dict(self.timings),
             "notes": list(self.notes),
+            "rounding": list(self.rounding),
         }
 
     def __str__(self) -> str:

@@ -20,7 +20,7 @@ floating-point sums, so errors are rounding-sized. An output that fails is judge
 against the original run in float64 (:func:`fxminimize.compare.float64_evaluator`, a deep copy
 made only then), with the tolerance widened by the original's own rounding error on those
 inputs (:mod:`fxminimize.compare`, ill-conditioned outputs); each output passed that way is a
-line of ``VerifyResult.rounding`` and of the report's notes.
+line of ``VerifyResult.rounding`` and of the report's ``rounding`` and ``notes``.
 
 An input set at another batch size on which the *original* model raises (a model that only
 works at the example batch size) is skipped, and recorded with the reason in

@@ -244,6 +244,8 @@ def test_groupnorm_const_channel_amplified_rounding_is_judged_against_float64():
     assert own > 1e-4                                    # the float32 original misses its own tolerance
     r = fxminimize.minimize(m, (x,))
     assert any("is ill-conditioned" in n and "float64 evaluation" in n for n in r.report.notes)
+    assert len(r.report.rounding) >= 1 and set(r.report.rounding) <= set(r.report.notes)   # the structured field
+    assert r.report.to_dict()["rounding"] == r.report.rounding
     want = {"dw.weight": (4, 1, 3, 3), "dw.bias": (4,), "gn1.weight": (4,), "gn2.weight": (4,),
             "out.weight": (4, 4, 1, 1), "out.bias": (4,)}
     s = shapes(r.module)
@@ -256,7 +258,7 @@ def test_groupnorm_const_channel_amplified_rounding_is_judged_against_float64():
             torch.testing.assert_close(r.module(xb).double(), exact, rtol=1e-4,
                                        atol=1e-5 * max(1.0, float(exact.abs().max())))
     r64 = fxminimize.minimize(m64, (x.double(),))       # float64: plain check, float64 tolerance
-    assert not any("ill-conditioned" in n for n in r64.report.notes)
+    assert not any("ill-conditioned" in n for n in r64.report.notes) and r64.report.rounding == []
     assert r64.report.max_abs_error < 1e-10
     s64 = shapes(r64.module)
     assert all(s64[k] == v for k, v in want.items()), s64
