@@ -23,7 +23,7 @@ def _run_worker(tmp_path, *extra):
     result = tmp_path / "ddp_result.json"
     assert proc.returncode == 0, (f"exit {proc.returncode}; result written: {result.exists()}\n"
                                   + proc.stdout[-3000:] + proc.stderr[-3000:])
-    return json.loads((tmp_path / "ddp_result.json").read_text())
+    return json.loads(result.read_text())
 
 
 def test_two_process_cycle_keep_modules(tmp_path):

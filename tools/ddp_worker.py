@@ -77,10 +77,10 @@ def main() -> None:
                       f, indent=1)
     dist.barrier()
     dist.destroy_process_group()
-    # Leave without interpreter finalization: DDP reducers still referenced by the cycle's objects
-    # hold the destroyed gloo group, and tearing them down during finalization can abort the
-    # process ("terminate called without an active exception", seen once in CI, 2026-11-30; see
-    # pytorch/pytorch PR 179291 on gloo threads at exit). Every result is written and flushed above.
+    # Leave without interpreter finalization: once, in CI (2026-11-30), rank 0 aborted after all its
+    # work ("terminate called without an active exception"), most likely while finalization tore
+    # down gloo/DDP objects still referenced after destroy_process_group (pytorch/pytorch PR 179291
+    # describes gloo threads crashing at exit). Every result is written above; flush and leave.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
